@@ -1,0 +1,72 @@
+#!/usr/bin/env python3
+"""One entry point for a fresh machine that has only Python 3.11+.
+
+    python3 bootstrap.py serve        # set up, migrate, load demo data, serve on :8000
+    python3 bootstrap.py test [ARGS]  # set up and run the whole test suite (pytest ARGS)
+    python3 bootstrap.py bench [ARGS] # set up and run the load benchmark
+
+Each command creates ``.venv`` when it is missing and installs the pinned
+requirements whenever they changed (a hash of the requirement files is kept in the
+virtualenv). Everything after that runs inside the virtualenv. Only the standard
+library is used here.
+"""
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+PYTHON = VENV / "bin" / "python"
+
+
+def say(message: str) -> None:
+    print(f"[bootstrap] {message}", flush=True)
+
+
+def ensure_venv(requirements: str) -> None:
+    if sys.version_info < (3, 11):
+        sys.exit("horizon-quota needs Python 3.11 or newer")
+    if not PYTHON.exists():
+        say(f"creating virtualenv in {VENV}")
+        venv.EnvBuilder(with_pip=True, clear=True).create(VENV)
+    files = [ROOT / "requirements.txt", ROOT / requirements]
+    digest = hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()
+    stamp = VENV / f".installed-{requirements}"
+    if stamp.exists() and stamp.read_text() == digest:
+        return
+    say(f"installing {requirements}")
+    subprocess.run(
+        [str(PYTHON), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+         "-r", str(ROOT / requirements)],
+        check=True,
+    )
+    stamp.write_text(digest)
+
+
+def main() -> int:
+    if len(sys.argv) < 2 or sys.argv[1] not in {"serve", "test", "bench"}:
+        print(__doc__)
+        return 2
+    command, args = sys.argv[1], sys.argv[2:]
+    os.chdir(ROOT)
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "horizon_quota.settings"}
+    if command == "serve":
+        ensure_venv("requirements.txt")
+        argv = [str(PYTHON), "-m", "horizon_quota.serve", *args]
+    elif command == "test":
+        ensure_venv("requirements-dev.txt")
+        argv = [str(PYTHON), "-m", "pytest", *args]
+    else:
+        ensure_venv("requirements-dev.txt")
+        argv = [str(PYTHON), str(ROOT / "benchmarks" / "bench_allocate.py"), *args]
+    # Replace this process so signals (Ctrl-C, SIGTERM) reach the real program.
+    os.execve(argv[0], argv, env)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+import hmac
+
+from django.utils import timezone
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from rest_framework import authentication, exceptions
+
+from quotas.models import KEY_PREFIX, ApiKey
+
+KEYWORD = "Api-Key"
+
+
+class ApiKeyAuthentication(authentication.BaseAuthentication):
+    """``Authorization: Api-Key <key>``. The request's ``auth`` is the ``ApiKey``."""
+
+    def authenticate(self, request):
+        header = request.META.get("HTTP_AUTHORIZATION", "")
+        if not header:
+            return None
+        keyword, _, raw_key = header.partition(" ")
+        if keyword.lower() != KEYWORD.lower() or not raw_key.strip():
+            raise exceptions.AuthenticationFailed(
+                f"Use the header 'Authorization: {KEYWORD} <key>'."
+            )
+        key = self.key_for(raw_key.strip())
+        if key is None:
+            raise exceptions.AuthenticationFailed("Invalid API key.")
+        now = timezone.now()
+        if key.revoked_at is not None:
+            raise exceptions.AuthenticationFailed("This API key has been revoked.")
+        if key.expires_at is not None and key.expires_at <= now:
+            raise exceptions.AuthenticationFailed("This API key has expired.")
+        return (None, key)
+
+    @staticmethod
+    def key_for(raw_key: str) -> ApiKey | None:
+        """The stored key matching ``raw_key`` (revoked or expired included)."""
+        parts = raw_key.split("_", 2)
+        if len(parts) != 3 or parts[0] != KEY_PREFIX:
+            return None
+        key = ApiKey.objects.filter(prefix=parts[1]).first()
+        if key is None or not hmac.compare_digest(key.key_hash, ApiKey.hash_key(raw_key)):
+            return None
+        return key
+
+    def authenticate_header(self, request):
+        return KEYWORD
+
+
+class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
+    target_class = "quotas.authentication.ApiKeyAuthentication"
+    name = "ApiKeyAuth"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "apiKey",
+            "in": "header",
+            "name": "Authorization",
+            "description": "Send `Authorization: Api-Key <key>`.",
+        }

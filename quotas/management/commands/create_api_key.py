@@ -1,0 +1,45 @@
+from datetime import timedelta
+
+from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
+
+from horizon_quota.errors import ServiceError
+from quotas.models import ApiKeyRole
+from quotas.services import api_key_create
+
+
+class Command(BaseCommand):
+    help = (
+        "Create an API key and print it alone on the last line of the output. The key "
+        "is shown only once: only a hash of it is stored."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("name", help="A label for the key, e.g. the scheduler's name.")
+        parser.add_argument(
+            "--role", required=True, choices=ApiKeyRole.values, type=str.lower
+        )
+        parser.add_argument(
+            "--scope", metavar="QUOTA_ID", help="Confine the key to this quota's subtree."
+        )
+        parser.add_argument(
+            "--expires-in", metavar="DAYS", type=int, help="Expire the key after DAYS days."
+        )
+
+    def handle(self, *args, name, role, scope, expires_in, **options):
+        if expires_in is not None and expires_in < 1:
+            raise CommandError("--expires-in must be at least 1 day")
+        expires_at = timezone.now() + timedelta(days=expires_in) if expires_in else None
+        try:
+            key, raw_key = api_key_create(
+                name=name, role=role, scope_id=scope, expires_at=expires_at
+            )
+        except ServiceError as exc:
+            raise CommandError(exc.message) from None
+        self.stdout.write(
+            f"Created API key {key.name!r} (role {key.role}"
+            + (f", scope {key.scope_id}" if key.scope_id else "")
+            + (f", expires {key.expires_at:%Y-%m-%dT%H:%M:%SZ}" if key.expires_at else "")
+            + "). Store it now; it is not shown again:"
+        )
+        self.stdout.write(raw_key)

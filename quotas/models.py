@@ -1,0 +1,221 @@
+import hashlib
+import secrets
+import uuid
+from decimal import Decimal
+
+from django.db import models
+from django.db.models import F, Q
+from django.db.models.functions import Now
+
+# Amounts: at most 16 integer digits and 4 decimal places (DESIGN §3).
+AMOUNT_DIGITS = 20
+AMOUNT_PLACES = 4
+# `used` is a roll-up of a subtree; it is bounded by the caps, which the overcommit
+# ratio can take past 16 integer digits, so it gets room for that.
+USED_DIGITS = 24
+
+
+class ResourceType(models.Model):
+    class Kind(models.TextChoices):
+        CONCURRENT = "concurrent", "concurrent (held while a job runs)"
+        TIME_BASED = "time_based", "time based (consumed over time)"
+
+    slug = models.SlugField(
+        primary_key=True,
+        max_length=50,
+        help_text="Lower-case identifier used in the API, e.g. gpu_hours.",
+    )
+    name = models.CharField(max_length=100)
+    unit = models.CharField(max_length=32, help_text="e.g. GPU-hours, GPUs, GiB.")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(db_default=Now(), editable=False)
+
+    class Meta:
+        db_table = "resource_types"
+        ordering = ["slug"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(slug__regex=r"^[a-z0-9][a-z0-9_]*$"),
+                name="resource_types_slug_lowercase",
+            ),
+            models.CheckConstraint(
+                condition=Q(kind__in=["concurrent", "time_based"]),
+                name="resource_types_kind_valid",
+            ),
+        ]
+
+    def __str__(self):
+        return self.slug
+
+
+class EntityType(models.TextChoices):
+    ORGANIZATION = "organization", "organization"
+    TEAM = "team", "team"
+    USER = "user", "user"
+
+
+# The entity type a parent must have, by the child's entity type (DESIGN §3).
+PARENT_ENTITY_TYPE = {
+    EntityType.TEAM: EntityType.ORGANIZATION,
+    EntityType.USER: EntityType.TEAM,
+}
+
+
+class Quota(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    entity_type = models.CharField(max_length=12, choices=EntityType.choices)
+    entity_id = models.CharField(max_length=255)
+    resource_type = models.ForeignKey(
+        ResourceType,
+        on_delete=models.PROTECT,
+        db_column="resource_type",
+        related_name="quotas",
+    )
+    # PROTECT: a quota with children cannot be deleted (the service says so first).
+    parent = models.ForeignKey(
+        "self",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="children",
+    )
+    # Distance from the root; fixed at creation because parent_id never changes.
+    # Locks are taken in (depth DESC, id) order: see allocations/locking.py.
+    depth = models.PositiveSmallIntegerField(default=0, editable=False)
+    limit_value = models.DecimalField(max_digits=AMOUNT_DIGITS, decimal_places=AMOUNT_PLACES)
+    soft_limit = models.DecimalField(
+        max_digits=AMOUNT_DIGITS, decimal_places=AMOUNT_PLACES, null=True, blank=True
+    )
+    burst_limit = models.DecimalField(
+        max_digits=AMOUNT_DIGITS, decimal_places=AMOUNT_PLACES, null=True, blank=True
+    )
+    overcommit_ratio = models.DecimalField(
+        max_digits=5, decimal_places=2, default=Decimal("1.00")
+    )
+    used = models.DecimalField(
+        max_digits=USED_DIGITS,
+        decimal_places=AMOUNT_PLACES,
+        default=Decimal("0"),
+        editable=False,
+    )
+    version = models.PositiveIntegerField(default=1, editable=False)
+    created_at = models.DateTimeField(db_default=Now(), editable=False)
+    updated_at = models.DateTimeField(db_default=Now(), editable=False)
+
+    class Meta:
+        db_table = "quotas"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["entity_type", "entity_id", "resource_type"],
+                name="quotas_one_per_entity_and_resource",
+            ),
+            models.CheckConstraint(
+                condition=Q(entity_type__in=EntityType.values),
+                name="quotas_entity_type_valid",
+            ),
+            models.CheckConstraint(
+                condition=~Q(entity_id=""), name="quotas_entity_id_not_empty"
+            ),
+            models.CheckConstraint(
+                condition=Q(limit_value__gte=0), name="quotas_limit_not_negative"
+            ),
+            models.CheckConstraint(
+                condition=Q(soft_limit__isnull=True)
+                | Q(soft_limit__gte=0, soft_limit__lte=F("limit_value")),
+                name="quotas_soft_limit_within_limit",
+            ),
+            models.CheckConstraint(
+                condition=Q(burst_limit__isnull=True) | Q(burst_limit__gte=F("limit_value")),
+                name="quotas_burst_limit_above_limit",
+            ),
+            models.CheckConstraint(
+                condition=Q(overcommit_ratio__gte=1, overcommit_ratio__lte=Decimal("999.99")),
+                name="quotas_overcommit_ratio_range",
+            ),
+            models.CheckConstraint(condition=Q(used__gte=0), name="quotas_used_not_negative"),
+            models.CheckConstraint(
+                condition=Q(parent__isnull=True, depth=0)
+                | Q(parent__isnull=False, depth__gt=0),
+                name="quotas_depth_matches_parent",
+            ),
+        ]
+        indexes = [
+            # Newest-first listing and its cursor.
+            models.Index(fields=["-created_at", "-id"], name="quotas_created_idx"),
+            # Filter by entity_id alone (the unique constraint covers entity_type first).
+            models.Index(fields=["entity_id"], name="quotas_entity_id_idx"),
+        ]
+
+    def __str__(self):
+        return f"{self.entity_type}:{self.entity_id} ({self.resource_type_id})"
+
+    @property
+    def effective_limit(self) -> Decimal:
+        return self.limit_value * self.overcommit_ratio
+
+    @property
+    def available(self) -> Decimal:
+        return max(Decimal("0"), self.effective_limit - self.used)
+
+    @property
+    def utilization_percent(self) -> Decimal:
+        if not self.effective_limit:
+            return Decimal("0")
+        return (self.used / self.effective_limit * 100).quantize(Decimal("0.01"))
+
+
+class ApiKeyRole(models.TextChoices):
+    ADMIN = "admin", "admin (everything)"
+    SCHEDULER = "scheduler", "scheduler (read, check, allocate, release)"
+    VIEWER = "viewer", "viewer (read only)"
+
+
+KEY_PREFIX = "hq"
+
+
+class ApiKey(models.Model):
+    """A credential for the API. Only a SHA-256 of the key is stored: keys carry 256
+    bits of randomness, so a fast hash is as safe as a slow one and costs far less
+    than the request it guards."""
+
+    name = models.CharField(max_length=100)
+    # Public lookup part of the key, so verifying costs one indexed read.
+    prefix = models.CharField(max_length=16, unique=True, editable=False)
+    key_hash = models.CharField(max_length=64, editable=False)
+    role = models.CharField(max_length=12, choices=ApiKeyRole.choices)
+    # Optional subtree the key is confined to (enforced from the security issue on).
+    scope = models.ForeignKey(
+        Quota,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="api_keys",
+        help_text="Confine the key to this quota's subtree.",
+    )
+    created_at = models.DateTimeField(db_default=Now(), editable=False)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        db_table = "api_keys"
+        verbose_name = "API key"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(role__in=ApiKeyRole.values), name="api_keys_role_valid"
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.name} ({self.role})"
+
+    @staticmethod
+    def hash_key(raw_key: str) -> str:
+        return hashlib.sha256(raw_key.encode()).hexdigest()
+
+    @staticmethod
+    def generate() -> tuple[str, str]:
+        """Return (prefix, raw key) for a new key; the raw key is shown once."""
+        prefix = secrets.token_hex(6)
+        return prefix, f"{KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"

@@ -1,0 +1,44 @@
+from uuid import UUID
+
+from django.db.models import QuerySet, Sum
+
+from horizon_quota.errors import InvalidInput, NotFound
+from quotas.models import Quota, ResourceType
+
+
+def quota_list() -> QuerySet[Quota]:
+    return Quota.objects.select_related("resource_type")
+
+
+def quota_get(*, quota_id: UUID) -> Quota:
+    try:
+        return quota_list().get(id=quota_id)
+    except Quota.DoesNotExist:
+        raise NotFound(f"Quota {quota_id} not found.") from None
+
+
+def quota_path(*, quota: Quota) -> list[Quota]:
+    """The quota and its ancestors, leaf first."""
+    path = [quota]
+    while path[-1].parent_id is not None:
+        path.append(Quota.objects.get(id=path[-1].parent_id))
+    return path
+
+
+def children_limit_sum(*, parent_id: UUID, exclude_id: UUID | None = None):
+    children = Quota.objects.filter(parent_id=parent_id)
+    if exclude_id is not None:
+        children = children.exclude(id=exclude_id)
+    return children.aggregate(total=Sum("limit_value"))["total"] or 0
+
+
+def resource_type_get(*, slug: str) -> ResourceType:
+    normalized = (slug or "").strip().lower()
+    try:
+        return ResourceType.objects.get(slug=normalized)
+    except ResourceType.DoesNotExist:
+        valid = ", ".join(ResourceType.objects.values_list("slug", flat=True))
+        raise InvalidInput(
+            f"Unknown resource_type {slug!r}; valid: {valid}.",
+            fields={"resource_type": [f"Unknown resource type. Valid: {valid}."]},
+        ) from None

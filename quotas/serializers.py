@@ -1,0 +1,174 @@
+from decimal import Decimal
+
+from drf_spectacular.utils import OpenApiExample, extend_schema_serializer
+from rest_framework import serializers
+
+from horizon_quota.fields import AmountField, LowerChoiceField
+from quotas.models import EntityType, Quota
+
+
+def _ratio_field(**kwargs):
+    return AmountField(
+        integer_digits=3,
+        places=2,
+        minimum=Decimal("1"),
+        maximum=Decimal("999.99"),
+        **kwargs,
+    )
+
+
+@extend_schema_serializer(
+    examples=[
+        OpenApiExample(
+            "A team quota",
+            value={
+                "id": "5f0c6f7e-3f7a-4b43-9b7e-0c1d2e3f4a5b",
+                "entity_type": "team",
+                "entity_id": "acme-research",
+                "parent_id": "0d2b7c8a-1e9f-4c6b-8a7d-6e5f4c3b2a19",
+                "resource_type": "gpu_hours",
+                "limit_value": 4000,
+                "soft_limit": 3500,
+                "burst_limit": 4500,
+                "overcommit_ratio": 1,
+                "effective_limit": 4000,
+                "used": 1250.5,
+                "available": 2749.5,
+                "version": 3,
+                "created_at": "2026-11-27T08:00:00Z",
+                "updated_at": "2026-11-27T09:30:00Z",
+            },
+            response_only=True,
+        )
+    ]
+)
+class QuotaSerializer(serializers.ModelSerializer):
+    resource_type = serializers.CharField(source="resource_type_id")
+    parent_id = serializers.UUIDField(allow_null=True)
+    limit_value = AmountField()
+    soft_limit = AmountField(allow_null=True)
+    burst_limit = AmountField(allow_null=True)
+    overcommit_ratio = _ratio_field()
+    effective_limit = AmountField(integer_digits=20)
+    used = AmountField(integer_digits=20)
+    available = AmountField(integer_digits=20)
+
+    class Meta:
+        model = Quota
+        fields = [
+            "id",
+            "entity_type",
+            "entity_id",
+            "parent_id",
+            "resource_type",
+            "limit_value",
+            "soft_limit",
+            "burst_limit",
+            "overcommit_ratio",
+            "effective_limit",
+            "used",
+            "available",
+            "version",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+
+@extend_schema_serializer(
+    examples=[
+        OpenApiExample(
+            "Create a team quota under an organization",
+            value={
+                "entity_type": "team",
+                "entity_id": "acme-research",
+                "parent_id": "0d2b7c8a-1e9f-4c6b-8a7d-6e5f4c3b2a19",
+                "resource_type": "gpu_hours",
+                "limit_value": 4000,
+                "soft_limit": 3500,
+                "burst_limit": 4500,
+            },
+            request_only=True,
+        )
+    ]
+)
+class QuotaCreateSerializer(serializers.Serializer):
+    entity_type = LowerChoiceField(choices=EntityType.values)
+    entity_id = serializers.CharField(min_length=1, max_length=255, trim_whitespace=False)
+    resource_type = serializers.CharField(max_length=50)
+    parent_id = serializers.UUIDField(required=False, allow_null=True, default=None)
+    limit_value = AmountField()
+    soft_limit = AmountField(required=False, allow_null=True, default=None)
+    burst_limit = AmountField(required=False, allow_null=True, default=None)
+    overcommit_ratio = _ratio_field(required=False, default=Decimal("1"))
+
+    def validate_entity_id(self, value):
+        if not value.strip():
+            raise serializers.ValidationError("Must not be blank.")
+        if "\x00" in value:
+            raise serializers.ValidationError("Must not contain NUL characters.")
+        return value
+
+
+@extend_schema_serializer(
+    examples=[
+        OpenApiExample(
+            "Raise a limit and clear the burst limit",
+            value={"limit_value": 5000, "burst_limit": None},
+            request_only=True,
+        )
+    ]
+)
+class QuotaUpdateSerializer(serializers.Serializer):
+    """Every field is optional: absent means unchanged, ``null`` clears the soft or
+    burst limit. Identity fields may be repeated with their current value; any other
+    value is refused (they never change)."""
+
+    limit_value = AmountField(required=False)
+    soft_limit = AmountField(required=False, allow_null=True)
+    burst_limit = AmountField(required=False, allow_null=True)
+    overcommit_ratio = _ratio_field(required=False)
+    force = serializers.BooleanField(required=False, default=False)
+    version = serializers.IntegerField(
+        required=False,
+        min_value=1,
+        help_text="Optional optimistic-concurrency check: refused with 409 when the "
+        "quota is no longer at this version.",
+    )
+    parent_id = serializers.UUIDField(required=False, allow_null=True)
+    entity_type = LowerChoiceField(choices=EntityType.values, required=False)
+    entity_id = serializers.CharField(required=False, trim_whitespace=False)
+    resource_type = serializers.CharField(required=False)
+
+    def validate(self, attrs):
+        quota = self.context["quota"]
+        current = {
+            "parent_id": quota.parent_id,
+            "entity_type": quota.entity_type,
+            "entity_id": quota.entity_id,
+            "resource_type": quota.resource_type_id,
+        }
+        errors = {}
+        for field, value in current.items():
+            if field not in attrs:
+                continue
+            sent = attrs.pop(field)
+            if field == "resource_type" and isinstance(sent, str):
+                sent = sent.strip().lower()
+            if sent != value:
+                errors[field] = [f"{field} cannot change after creation."]
+        if errors:
+            raise serializers.ValidationError(errors)
+        return attrs
+
+
+class UsageSerializer(serializers.Serializer):
+    quota_id = serializers.UUIDField(source="id")
+    entity_type = serializers.CharField()
+    entity_id = serializers.CharField()
+    resource_type = serializers.CharField(source="resource_type_id")
+    limit = AmountField(source="limit_value")
+    effective_limit = AmountField(integer_digits=20)
+    usage = AmountField(source="used", integer_digits=20)
+    available = AmountField(integer_digits=20)
+    utilization_percent = AmountField(integer_digits=20, places=2)

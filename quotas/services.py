@@ -1,0 +1,270 @@
+"""Quota services: the only code that creates, changes or deletes quotas.
+
+Every hierarchy rule of DESIGN §3 is checked here, before anything is written, with
+the rows it depends on locked (``allocations.locking.lock_quotas``):
+
+* a child change (create, raise, lower) locks the parent: all changes to a family's
+  limits are serialized on the parent row, so two siblings raised at once cannot
+  together overfill it;
+* a parent change locks the parent itself: its children cannot change meanwhile, for
+  the same reason.
+
+These functions open ``transaction.atomic()`` rather than a durable block because the
+Django admin calls them inside its own transaction; the locks are then held until the
+admin's commit, which is still one short transaction.
+"""
+
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models.functions import Now
+
+from allocations.locking import lock_quotas
+from horizon_quota.errors import AlreadyExists, Conflict, InvalidInput, NotFound
+from quotas.models import PARENT_ENTITY_TYPE, ApiKey, ApiKeyRole, Quota
+from quotas.selectors import children_limit_sum, resource_type_get
+
+UPDATABLE_FIELDS = ("limit_value", "soft_limit", "burst_limit", "overcommit_ratio")
+IMMUTABLE_FIELDS = ("entity_type", "entity_id", "resource_type", "parent_id")
+
+
+def _amount(value: Decimal) -> str:
+    return f"{value.normalize():f}" if isinstance(value, Decimal) else str(value)
+
+
+def _check_own_limits(
+    *, limit_value: Decimal, soft_limit: Decimal | None, burst_limit: Decimal | None
+) -> None:
+    errors = {}
+    if soft_limit is not None and soft_limit > limit_value:
+        errors["soft_limit"] = [
+            f"soft_limit ({_amount(soft_limit)}) must not exceed limit_value "
+            f"({_amount(limit_value)})."
+        ]
+    if burst_limit is not None and burst_limit < limit_value:
+        errors["burst_limit"] = [
+            f"burst_limit ({_amount(burst_limit)}) must be at least limit_value "
+            f"({_amount(limit_value)})."
+        ]
+    if errors:
+        raise InvalidInput(" ".join(m for ms in errors.values() for m in ms), fields=errors)
+
+
+def _check_fits_parent(*, parent: Quota, limit_value: Decimal, exclude_id=None) -> None:
+    if limit_value > parent.limit_value:
+        message = (
+            f"limit_value ({_amount(limit_value)}) exceeds the parent's limit_value "
+            f"({_amount(parent.limit_value)})."
+        )
+        raise InvalidInput(message, fields={"limit_value": [message]})
+    siblings = children_limit_sum(parent_id=parent.id, exclude_id=exclude_id)
+    if siblings + limit_value > parent.effective_limit:
+        message = (
+            f"The children's limits would sum to {_amount(siblings + limit_value)}, "
+            f"above the parent's effective limit ({_amount(parent.effective_limit)})."
+        )
+        raise InvalidInput(message, fields={"limit_value": [message]})
+
+
+def _check_holds_children(*, quota: Quota, limit_value: Decimal, ratio: Decimal) -> None:
+    children = Quota.objects.filter(parent_id=quota.id)
+    largest = max(children.values_list("limit_value", flat=True), default=None)
+    if largest is not None and largest > limit_value:
+        message = (
+            f"limit_value ({_amount(limit_value)}) is below a child's limit_value "
+            f"({_amount(largest)})."
+        )
+        raise InvalidInput(message, fields={"limit_value": [message]})
+    total = children_limit_sum(parent_id=quota.id)
+    if total > limit_value * ratio:
+        message = (
+            f"The children's limits sum to {_amount(total)}, above the new effective "
+            f"limit ({_amount(limit_value * ratio)})."
+        )
+        raise InvalidInput(message, fields={"limit_value": [message]})
+
+
+@transaction.atomic
+def quota_create(
+    *,
+    entity_type: str,
+    entity_id: str,
+    resource_type: str,
+    limit_value: Decimal,
+    parent_id: UUID | None = None,
+    soft_limit: Decimal | None = None,
+    burst_limit: Decimal | None = None,
+    overcommit_ratio: Decimal = Decimal("1"),
+) -> Quota:
+    rtype = resource_type_get(slug=resource_type)
+    _check_own_limits(limit_value=limit_value, soft_limit=soft_limit, burst_limit=burst_limit)
+
+    parent = None
+    if parent_id is not None:
+        # Lock the parent: its children's limits are checked against it and every
+        # change to them takes this lock first, so the sum we read stays true.
+        parent = lock_quotas([parent_id]).get(parent_id)
+        if parent is None:
+            raise InvalidInput(
+                f"Parent quota {parent_id} not found.",
+                fields={"parent_id": ["No quota with this id."]},
+            )
+        expected = PARENT_ENTITY_TYPE.get(entity_type)
+        if expected is None or parent.entity_type != expected:
+            message = (
+                f"A {entity_type} cannot have a {parent.entity_type} parent"
+                + (f"; its parent must be an {expected}." if expected else
+                   "; an organization has no parent.")
+            )
+            raise InvalidInput(message, fields={"parent_id": [message]})
+        if parent.resource_type_id != rtype.slug:
+            message = (
+                f"The parent's resource_type is {parent.resource_type_id}, not "
+                f"{rtype.slug}."
+            )
+            raise InvalidInput(message, fields={"resource_type": [message]})
+        _check_fits_parent(parent=parent, limit_value=limit_value)
+
+    if Quota.objects.filter(
+        entity_type=entity_type, entity_id=entity_id, resource_type=rtype
+    ).exists():
+        raise AlreadyExists(
+            f"A {rtype.slug} quota for {entity_type} {entity_id!r} already exists."
+        )
+
+    quota = Quota(
+        entity_type=entity_type,
+        entity_id=entity_id,
+        resource_type=rtype,
+        parent=parent,
+        depth=parent.depth + 1 if parent else 0,
+        limit_value=limit_value,
+        soft_limit=soft_limit,
+        burst_limit=burst_limit,
+        overcommit_ratio=overcommit_ratio,
+    )
+    try:
+        # A savepoint, so a lost race on the unique key leaves the caller's
+        # transaction usable (the admin's, for one).
+        with transaction.atomic():
+            quota.save(force_insert=True)
+    except IntegrityError:
+        raise AlreadyExists(
+            f"A {rtype.slug} quota for {entity_type} {entity_id!r} already exists."
+        ) from None
+    quota.refresh_from_db()
+    return quota
+
+
+@transaction.atomic
+def quota_update(
+    *,
+    quota_id: UUID,
+    changes: dict[str, Any],
+    force: bool = False,
+    expected_version: int | None = None,
+) -> Quota:
+    """Apply ``changes`` (a subset of UPDATABLE_FIELDS; ``None`` clears soft and
+    burst limits) after checking every rule from both sides of the hierarchy."""
+    unknown = set(changes) - set(UPDATABLE_FIELDS)
+    if unknown:
+        raise InvalidInput(f"Cannot change: {', '.join(sorted(unknown))}.")
+    # parent_id never changes, so reading it before the lock is safe.
+    current = Quota.objects.filter(id=quota_id).values("parent_id").first()
+    if current is None:
+        raise NotFound(f"Quota {quota_id} not found.")
+    # Lock the quota and its parent, in the global order (the quota first).
+    locked = lock_quotas([quota_id, current["parent_id"]])
+    quota = locked.get(quota_id)
+    if quota is None:
+        raise NotFound(f"Quota {quota_id} not found.")
+    if expected_version is not None and expected_version != quota.version:
+        raise Conflict(
+            f"Quota {quota_id} is at version {quota.version}, not {expected_version}; "
+            "re-read it and retry."
+        )
+
+    values = {field: getattr(quota, field) for field in UPDATABLE_FIELDS}
+    values.update(changes)
+    if values["limit_value"] is None:
+        raise InvalidInput("limit_value cannot be null.", fields={"limit_value": ["May not be null."]})
+    if values["overcommit_ratio"] is None:
+        values["overcommit_ratio"] = Decimal("1")
+    _check_own_limits(
+        limit_value=values["limit_value"],
+        soft_limit=values["soft_limit"],
+        burst_limit=values["burst_limit"],
+    )
+    limit_value, ratio = values["limit_value"], values["overcommit_ratio"]
+    family_changed = limit_value != quota.limit_value or ratio != quota.overcommit_ratio
+    if family_changed:
+        parent = locked.get(quota.parent_id)
+        if parent is not None and limit_value != quota.limit_value:
+            _check_fits_parent(parent=parent, limit_value=limit_value, exclude_id=quota.id)
+        _check_holds_children(quota=quota, limit_value=limit_value, ratio=ratio)
+        if limit_value * ratio < quota.used and not force:
+            raise Conflict(
+                f"The new effective limit ({_amount(limit_value * ratio)}) is below "
+                f"current usage ({_amount(quota.used)}); resend with force=true to "
+                "lower it anyway (running jobs keep their quota, new allocations are "
+                "refused until usage drops)."
+            )
+
+    if all(values[field] == getattr(quota, field) for field in UPDATABLE_FIELDS):
+        return quota
+    for field in UPDATABLE_FIELDS:
+        setattr(quota, field, values[field])
+    quota.version += 1
+    quota.updated_at = Now()
+    quota.save(update_fields=[*UPDATABLE_FIELDS, "version", "updated_at"])
+    quota.refresh_from_db()
+    return quota
+
+
+@transaction.atomic
+def quota_delete(*, quota_id: UUID) -> None:
+    # Lock the quota: a child created concurrently locks it as its parent first,
+    # so "no children" stays true until we commit.
+    quota = lock_quotas([quota_id]).get(quota_id)
+    if quota is None:
+        raise NotFound(f"Quota {quota_id} not found.")
+    if Quota.objects.filter(parent_id=quota_id).exists():
+        raise Conflict(f"Quota {quota_id} has child quotas; delete them first.")
+    if quota.used > 0:
+        raise Conflict(f"Quota {quota_id} has active allocations in its subtree.")
+    quota.delete()
+
+
+
+
+def api_key_create(
+    *,
+    name: str,
+    role: str,
+    scope_id: UUID | str | None = None,
+    expires_at=None,
+) -> tuple[ApiKey, str]:
+    """Create a key; return it with the raw secret, which is never stored."""
+    if role not in ApiKeyRole.values:
+        raise InvalidInput(f"Unknown role {role!r}; valid: {', '.join(ApiKeyRole.values)}.")
+    if not name or not name.strip():
+        raise InvalidInput("A key needs a name.")
+    scope = None
+    if scope_id is not None:
+        try:
+            scope = Quota.objects.get(id=scope_id)
+        except (Quota.DoesNotExist, ValidationError, ValueError):
+            raise InvalidInput(f"No quota {scope_id} to scope the key to.") from None
+    prefix, raw_key = ApiKey.generate()
+    key = ApiKey.objects.create(
+        name=name.strip(),
+        role=role,
+        scope=scope,
+        expires_at=expires_at,
+        prefix=prefix,
+        key_hash=ApiKey.hash_key(raw_key),
+    )
+    return key, raw_key

@@ -1,0 +1,179 @@
+from django.db import DatabaseError, connection
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import generics, permissions, serializers, status
+from rest_framework.decorators import api_view, authentication_classes, permission_classes
+from rest_framework.response import Response
+
+from horizon_quota.schema import error_responses
+from quotas import selectors, services
+from quotas.filters import QuotaFilter
+from quotas.serializers import (
+    QuotaCreateSerializer,
+    QuotaSerializer,
+    QuotaUpdateSerializer,
+    UsageSerializer,
+)
+
+FORCE_PARAMETER = OpenApiParameter(
+    "force",
+    bool,
+    description="Allow lowering the limit below current usage (running jobs keep "
+    "their quota; new allocations are refused until usage drops).",
+)
+
+
+@extend_schema(
+    tags=["health"],
+    auth=[],
+    responses={
+        200: inline_serializer(
+            "Health", {"status": serializers.CharField(), "database": serializers.CharField()}
+        ),
+        **error_responses(503),
+    },
+)
+@api_view(["GET"])
+@authentication_classes([])
+@permission_classes([permissions.AllowAny])
+def health(request):
+    """Liveness and database check; no authentication."""
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except DatabaseError:
+        # Drop the broken connection so the next request reconnects.
+        connection.close_if_unusable_or_obsolete()
+        body = {
+            "status": "unavailable",
+            "database": "unreachable",
+            "error": "unavailable",
+            "message": "The database is unreachable.",
+        }
+        return Response(body, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+    return Response({"status": "ok", "database": "ok"})
+
+
+def _force(request, body) -> bool:
+    raw = request.query_params.get("force")
+    if raw is not None:
+        value = raw.strip().lower()
+        if value not in {"true", "false", "1", "0", "yes", "no"}:
+            raise serializers.ValidationError({"force": ["Must be true or false."]})
+        return value in {"true", "1", "yes"}
+    return body.get("force", False)
+
+
+class QuotaListCreateView(generics.GenericAPIView):
+    serializer_class = QuotaSerializer
+    filterset_class = QuotaFilter
+
+    def get_queryset(self):
+        return selectors.quota_list()
+
+    @extend_schema(
+        tags=["quotas"],
+        summary="List quotas, newest first",
+        responses={200: QuotaSerializer(many=True), **error_responses(400, 401)},
+    )
+    def get(self, request):
+        queryset = self.filter_queryset(self.get_queryset())
+        page = self.paginate_queryset(queryset)
+        return self.get_paginated_response(QuotaSerializer(page, many=True).data)
+
+    @extend_schema(
+        tags=["quotas"],
+        summary="Create a quota",
+        request=QuotaCreateSerializer,
+        responses={
+            201: QuotaSerializer,
+            **error_responses(
+                400, 401, 403, 409, 415,
+                kind_409="already_exists",
+                message_409="A gpu_hours quota for team 'acme-research' already exists.",
+            ),
+        },
+    )
+    def post(self, request):
+        serializer = QuotaCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        quota = services.quota_create(**serializer.validated_data)
+        return Response(QuotaSerializer(quota).data, status=status.HTTP_201_CREATED)
+
+
+class QuotaDetailView(generics.GenericAPIView):
+    serializer_class = QuotaSerializer
+
+    def get_object(self):
+        return selectors.quota_get(quota_id=self.kwargs["quota_id"])
+
+    @extend_schema(
+        tags=["quotas"],
+        summary="Get a quota",
+        responses={200: QuotaSerializer, **error_responses(401, 404)},
+    )
+    def get(self, request, quota_id):
+        return Response(QuotaSerializer(self.get_object()).data)
+
+    def _update(self, request):
+        quota = self.get_object()
+        serializer = QuotaUpdateSerializer(data=request.data, context={"quota": quota})
+        serializer.is_valid(raise_exception=True)
+        changes = dict(serializer.validated_data)
+        force = _force(request, changes)
+        changes.pop("force", None)
+        version = changes.pop("version", None)
+        quota = services.quota_update(
+            quota_id=quota.id, changes=changes, force=force, expected_version=version
+        )
+        return Response(QuotaSerializer(quota).data)
+
+    _update_schema = {
+        "tags": ["quotas"],
+        "request": QuotaUpdateSerializer,
+        "parameters": [FORCE_PARAMETER],
+        "responses": {
+            200: QuotaSerializer,
+            **error_responses(
+                400, 401, 403, 404, 409, 415,
+                message_409="The new effective limit (10) is below current usage (12); "
+                "resend with force=true to lower it anyway.",
+            ),
+        },
+    }
+
+    @extend_schema(summary="Update a quota (partial: absent fields are unchanged)",
+                   **_update_schema)
+    def put(self, request, quota_id):
+        return self._update(request)
+
+    @extend_schema(summary="Update a quota (partial)", **_update_schema)
+    def patch(self, request, quota_id):
+        return self._update(request)
+
+    @extend_schema(
+        tags=["quotas"],
+        summary="Delete a quota without children or active allocations",
+        responses={
+            204: None,
+            **error_responses(
+                401, 403, 404, 409,
+                message_409="Quota has child quotas; delete them first.",
+            ),
+        },
+    )
+    def delete(self, request, quota_id):
+        services.quota_delete(quota_id=self.get_object().id)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class QuotaUsageView(generics.GenericAPIView):
+    serializer_class = UsageSerializer
+
+    @extend_schema(
+        tags=["quotas"],
+        summary="Usage statistics of a quota (its whole subtree)",
+        responses={200: UsageSerializer, **error_responses(401, 404)},
+    )
+    def get(self, request, quota_id):
+        quota = selectors.quota_get(quota_id=quota_id)
+        return Response(UsageSerializer(quota).data)
