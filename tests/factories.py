@@ -1,0 +1,40 @@
+from decimal import Decimal
+
+import factory
+
+from quotas.models import EntityType, Quota, ResourceType
+
+
+class QuotaFactory(factory.django.DjangoModelFactory):
+    """A root organization quota on gpu_hours unless told otherwise.
+
+    Builds rows directly (not through the services) to set up test state; tests of
+    the rules themselves go through the services or the API.
+    """
+
+    class Meta:
+        model = Quota
+
+    entity_type = EntityType.ORGANIZATION
+    entity_id = factory.Sequence(lambda n: f"entity-{n}")
+    resource_type = factory.LazyFunction(lambda: ResourceType.objects.get(slug="gpu_hours"))
+    parent = None
+    depth = factory.LazyAttribute(lambda o: o.parent.depth + 1 if o.parent else 0)
+    limit_value = Decimal("100")
+    overcommit_ratio = Decimal("1")
+
+    @classmethod
+    def _create(cls, model_class, *args, **kwargs):
+        quota = super()._create(model_class, *args, **kwargs)
+        quota.refresh_from_db()
+        return quota
+
+
+class ResourceTypeFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = ResourceType
+
+    slug = factory.Sequence(lambda n: f"resource_{n}")
+    name = factory.LazyAttribute(lambda o: o.slug.replace("_", " "))
+    unit = "units"
+    kind = ResourceType.Kind.CONCURRENT

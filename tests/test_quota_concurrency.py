@@ -1,0 +1,124 @@
+"""Concurrent edits of one family's limits never overfill the parent (DESIGN §3).
+
+Each scenario also runs against a deliberately broken variant of the service, in
+which the parent is read without its row lock and the check is widened by a short
+pause, and shows that variant does overfill: the tests can fail.
+"""
+
+import time
+from decimal import Decimal
+
+import pytest
+
+from horizon_quota.errors import InvalidInput
+from quotas import services
+from quotas.models import EntityType, Quota
+from tests.concurrency import run_in_threads
+from tests.factories import QuotaFactory
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.concurrency]
+
+THREADS = 16
+
+
+@pytest.fixture
+def unlocked(monkeypatch):
+    """Replace the lock with a plain read followed by a pause: check-then-write."""
+
+    def read_without_lock(quota_ids):
+        rows = {q.id: q for q in Quota.objects.filter(id__in=[i for i in quota_ids if i])}
+        time.sleep(0.05)
+        return rows
+
+    monkeypatch.setattr(services, "lock_quotas", read_without_lock)
+
+
+def _create_teams_concurrently(org):
+    def create(index):
+        return services.quota_create(
+            entity_type=EntityType.TEAM,
+            entity_id=f"team-{index}",
+            resource_type="gpu_hours",
+            parent_id=org.id,
+            limit_value=Decimal("10"),
+        )
+
+    return run_in_threads(THREADS, create)
+
+
+def _raise_teams_concurrently(teams):
+    def raise_limit(index):
+        return services.quota_update(
+            quota_id=teams[index].id, changes={"limit_value": Decimal("15")}
+        )
+
+    return run_in_threads(THREADS, raise_limit)
+
+
+def _children_sum(org):
+    return sum(Quota.objects.filter(parent=org).values_list("limit_value", flat=True))
+
+
+def test_concurrent_creates_never_overfill_the_parent():
+    org = QuotaFactory(limit_value=Decimal("100"))
+
+    results = _create_teams_concurrently(org)
+
+    created = [r for r in results if isinstance(r, Quota)]
+    refused = [r for r in results if isinstance(r, InvalidInput)]
+    assert len(created) == 10
+    assert len(refused) == THREADS - 10
+    assert _children_sum(org) == Decimal("100")
+
+
+def test_concurrent_raises_never_overfill_the_parent():
+    org = QuotaFactory(limit_value=Decimal("100"))
+    teams = [
+        QuotaFactory(entity_type=EntityType.TEAM, parent=org, limit_value=Decimal("5"))
+        for _ in range(THREADS)
+    ]  # 80 of 100 promised; each raise adds 10, so exactly two fit.
+
+    results = _raise_teams_concurrently(teams)
+
+    assert sum(isinstance(r, Quota) for r in results) == 2
+    assert all(isinstance(r, Quota | InvalidInput) for r in results)
+    assert _children_sum(org) == Decimal("100")
+
+
+def test_lowering_a_parent_while_children_rise_keeps_the_family_consistent():
+    org = QuotaFactory(limit_value=Decimal("100"))
+    teams = [
+        QuotaFactory(entity_type=EntityType.TEAM, parent=org, limit_value=Decimal("5"))
+        for _ in range(THREADS - 1)
+    ]
+
+    def work(index):
+        if index == THREADS - 1:
+            return services.quota_update(quota_id=org.id, changes={"limit_value": Decimal("80")})
+        return services.quota_update(quota_id=teams[index].id, changes={"limit_value": Decimal("15")})
+
+    run_in_threads(THREADS, work)
+
+    org.refresh_from_db()
+    assert _children_sum(org) <= org.effective_limit
+    assert all(t.limit_value <= org.limit_value for t in Quota.objects.filter(parent=org))
+
+
+def test_broken_variant_without_the_lock_overfills_on_create(unlocked):
+    org = QuotaFactory(limit_value=Decimal("100"))
+
+    _create_teams_concurrently(org)
+
+    assert _children_sum(org) > Decimal("100")
+
+
+def test_broken_variant_without_the_lock_overfills_on_raise(unlocked):
+    org = QuotaFactory(limit_value=Decimal("100"))
+    teams = [
+        QuotaFactory(entity_type=EntityType.TEAM, parent=org, limit_value=Decimal("5"))
+        for _ in range(THREADS)
+    ]
+
+    _raise_teams_concurrently(teams)
+
+    assert _children_sum(org) > Decimal("100")
