@@ -1,0 +1,141 @@
+import uuid
+
+from django.db import models
+from django.db.models import Q
+from django.db.models.functions import Now
+
+from quotas.models import AMOUNT_DIGITS, AMOUNT_PLACES, EntityType, Quota
+
+
+class AllocationStatus(models.TextChoices):
+    ACTIVE = "active", "active"
+    RELEASED = "released", "released"
+    EXPIRED = "expired", "expired"
+
+
+class Allocation(models.Model):
+    """A job's hold on quota. Written only by the functions in
+    ``allocations/sql.py`` (through ``allocations.services``)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # No database-level foreign key: released allocations outlive their quota
+    # (DESIGN §3), and `quota_id` keeps naming it after it is gone.
+    quota = models.ForeignKey(
+        Quota,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="allocations",
+    )
+    entity_type = models.CharField(max_length=12, choices=EntityType.choices)
+    entity_id = models.CharField(max_length=255)
+    job_id = models.UUIDField()
+    resource_type = models.CharField(max_length=50)
+    allocated_value = models.DecimalField(
+        max_digits=AMOUNT_DIGITS, decimal_places=AMOUNT_PLACES
+    )
+    status = models.CharField(
+        max_length=10, choices=AllocationStatus.choices, default=AllocationStatus.ACTIVE
+    )
+    allocated_at = models.DateTimeField(db_default=Now(), editable=False)
+    released_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    is_burst = models.BooleanField(default=False)
+    version = models.PositiveIntegerField(default=1)
+    metadata = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        db_table = "allocations"
+        constraints = [
+            # Idempotency key: one active allocation per job and resource type.
+            models.UniqueConstraint(
+                fields=["job_id", "resource_type"],
+                condition=Q(status="active"),
+                name="allocations_one_active_per_job_resource",
+            ),
+            models.CheckConstraint(
+                condition=Q(allocated_value__gt=0), name="allocations_value_positive"
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=AllocationStatus.values),
+                name="allocations_status_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(status="active", released_at__isnull=True)
+                | (~Q(status="active") & Q(released_at__isnull=False)),
+                name="allocations_released_at_matches_status",
+            ),
+        ]
+        indexes = [
+            # GET /allocations, newest first, and its cursor.
+            models.Index(fields=["-allocated_at", "-id"], name="alloc_allocated_idx"),
+            # GET /quotas/{id}/allocations (active by default) and the P2 roll-up.
+            models.Index(
+                fields=["quota", "-allocated_at", "-id"],
+                condition=Q(status="active"),
+                name="alloc_quota_active_idx",
+            ),
+            models.Index(fields=["quota", "-allocated_at", "-id"], name="alloc_quota_idx"),
+            models.Index(fields=["job_id"], name="alloc_job_idx"),
+            models.Index(fields=["entity_id", "-allocated_at"], name="alloc_entity_idx"),
+            # The lease sweeper: active rows whose lease runs out first.
+            models.Index(
+                fields=["expires_at"],
+                condition=Q(status="active", expires_at__isnull=False),
+                name="alloc_expiry_idx",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.job_id} {self.allocated_value} {self.resource_type} ({self.status})"
+
+
+class HistoryOperation(models.TextChoices):
+    ALLOCATE = "allocate", "allocate"
+    RELEASE = "release", "release"
+    EXPIRE = "expire", "expire"
+
+
+class UsageHistory(models.Model):
+    """Append-only: one row per allocate, release and expiry. The entity's identity
+    is copied in and there is no database-level foreign key, so the rows survive
+    the deletion of their quota."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    quota = models.ForeignKey(
+        Quota, on_delete=models.DO_NOTHING, db_constraint=False, related_name="history"
+    )
+    allocation = models.ForeignKey(
+        Allocation,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        null=True,
+        related_name="history",
+    )
+    entity_type = models.CharField(max_length=12, choices=EntityType.choices)
+    entity_id = models.CharField(max_length=255)
+    resource_type = models.CharField(max_length=50)
+    allocated_value = models.DecimalField(
+        max_digits=AMOUNT_DIGITS, decimal_places=AMOUNT_PLACES
+    )
+    operation = models.CharField(max_length=10, choices=HistoryOperation.choices)
+    job_id = models.UUIDField(null=True)
+    timestamp = models.DateTimeField(db_default=Now(), editable=False)
+    metadata = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        db_table = "usage_history"
+        verbose_name_plural = "usage history"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(operation__in=HistoryOperation.values),
+                name="usage_history_operation_valid",
+            ),
+        ]
+        indexes = [
+            # GET /quotas/{id}/history: newest first, with since/until and paging.
+            models.Index(fields=["quota", "-timestamp", "-id"], name="history_quota_idx"),
+            models.Index(fields=["allocation"], name="history_allocation_idx"),
+        ]
+
+    def __str__(self):
+        return f"{self.operation} {self.allocated_value} {self.resource_type}"

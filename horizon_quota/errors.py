@@ -11,10 +11,18 @@ class ServiceError(Exception):
     kind = "invalid_input"
     status = 400
 
-    def __init__(self, message: str, *, fields: dict[str, list[str]] | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        fields: dict[str, list[str]] | None = None,
+        extra: dict | None = None,
+    ):
         super().__init__(message)
         self.message = message
         self.fields = fields or {}
+        # More members of the error body, e.g. the blocking level of a refusal.
+        self.extra = extra or {}
 
 
 class InvalidInput(ServiceError):

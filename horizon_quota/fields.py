@@ -5,7 +5,18 @@ from decimal import Decimal, InvalidOperation
 
 from rest_framework import serializers
 
-_ASCII_DECIMAL = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
+# [0-9], not \d: in a str pattern \d also matches non-ASCII digits ("١٢", "１２"),
+# which Decimal() would quietly accept.
+_ASCII_DECIMAL = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)")
+
+
+def normalize_amount(value) -> Decimal:
+    """The same amount without trailing zeros, never in exponent form (100, not 1E+2)."""
+    value = Decimal(value)
+    normal = value.normalize()
+    if normal == normal.to_integral():
+        return normal.quantize(Decimal(1))
+    return normal
 
 
 class AmountField(serializers.Field):
@@ -48,7 +59,7 @@ class AmountField(serializers.Field):
             self.fail("invalid")
         if isinstance(data, str):
             text = data.strip()
-            if not _ASCII_DECIMAL.match(text):
+            if not _ASCII_DECIMAL.fullmatch(text):
                 self.fail("invalid")
             value = Decimal(text)
         elif isinstance(data, int | Decimal):
@@ -80,12 +91,7 @@ class AmountField(serializers.Field):
     def to_representation(self, value):
         if value is None:
             return None
-        value = Decimal(value)
-        # normalize() can turn 100 into 1E+2; quantize back to an integer there.
-        normal = value.normalize()
-        if normal == normal.to_integral():
-            return normal.quantize(Decimal(1))
-        return normal
+        return normalize_amount(value)
 
 
 class LowerChoiceField(serializers.ChoiceField):

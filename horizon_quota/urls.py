@@ -11,6 +11,7 @@ from quotas.views import health
 urlpatterns = [
     path("health", health, name="health"),
     path("api/v1/", include("quotas.urls")),
+    path("api/v1/", include("allocations.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api-docs/openapi.json", SpectacularJSONAPIView.as_view(), name="schema-json"),
     path("swagger-ui/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),

@@ -1,0 +1,15 @@
+"""Domain errors of the allocation engine (plain Python; see horizon_quota/errors)."""
+
+from horizon_quota.errors import Conflict, NotFound, ServiceError
+
+__all__ = ["AlreadyReleased", "Conflict", "NotFound", "QuotaExceeded"]
+
+
+class QuotaExceeded(ServiceError):
+    kind = "resource_exhausted"
+    status = 429
+
+
+class AlreadyReleased(ServiceError):
+    kind = "already_released"
+    status = 409

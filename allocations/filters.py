@@ -1,0 +1,63 @@
+import django_filters
+from rest_framework.exceptions import ValidationError
+
+from allocations.models import AllocationStatus, HistoryOperation
+
+
+class LowerChoiceFilter(django_filters.CharFilter):
+    """A case-insensitive choice; an unknown value is a 400 naming the valid ones."""
+
+    def __init__(self, *args, choices, **kwargs):
+        self.valid = list(choices)
+        super().__init__(*args, **kwargs)
+
+    def filter(self, qs, value):
+        if value in (None, ""):
+            return qs
+        value = value.strip().lower()
+        if value not in self.valid:
+            raise ValidationError(
+                {self.field_name: [f"Must be one of: {', '.join(self.valid)}."]}
+            )
+        return super().filter(qs, value)
+
+
+class AllocationFilter(django_filters.FilterSet):
+    job_id = django_filters.UUIDFilter(field_name="job_id")
+    status = LowerChoiceFilter(field_name="status", choices=AllocationStatus.values)
+    entity_id = django_filters.CharFilter(field_name="entity_id")
+    resource_type = django_filters.CharFilter(
+        field_name="resource_type", method="filter_resource_type"
+    )
+
+    def filter_resource_type(self, queryset, name, value):
+        return queryset.filter(resource_type=value.strip().lower())
+
+
+class QuotaAllocationFilter(django_filters.FilterSet):
+    """Active allocations by default; ``status=released|expired|all`` widens."""
+
+    status = django_filters.CharFilter(method="filter_status")
+
+    def filter_status(self, queryset, name, value):
+        value = (value or "").strip().lower()
+        if value == "all":
+            return queryset
+        if value not in AllocationStatus.values:
+            raise ValidationError(
+                {"status": [f"Must be one of: {', '.join(AllocationStatus.values)}, all."]}
+            )
+        return queryset.filter(status=value)
+
+    @property
+    def qs(self):
+        queryset = super().qs
+        if not self.data.get("status"):
+            queryset = queryset.filter(status=AllocationStatus.ACTIVE)
+        return queryset
+
+
+class HistoryFilter(django_filters.FilterSet):
+    since = django_filters.IsoDateTimeFilter(field_name="timestamp", lookup_expr="gte")
+    until = django_filters.IsoDateTimeFilter(field_name="timestamp", lookup_expr="lt")
+    operation = LowerChoiceFilter(field_name="operation", choices=HistoryOperation.values)

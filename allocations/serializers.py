@@ -1,0 +1,224 @@
+import json
+
+from drf_spectacular.utils import OpenApiExample, extend_schema_serializer
+from rest_framework import serializers
+
+from allocations.models import AllocationStatus, HistoryOperation
+from horizon_quota.fields import AmountField, LowerChoiceField
+from quotas.models import EntityType
+
+METADATA_MAX_BYTES = 16 * 1024
+TTL_MAX_SECONDS = 366 * 24 * 3600
+
+_ALLOCATION_EXAMPLE = {
+    "id": "9b2f5d0e-6f4a-4a8e-9c41-2d8e7f1a3b5c",
+    "quota_id": "5f0c6f7e-3f7a-4b43-9b7e-0c1d2e3f4a5b",
+    "entity_type": "user",
+    "entity_id": "alice",
+    "job_id": "3e1c9a57-0b7d-4c2e-8f6a-1d2c3b4a5e6f",
+    "resource_type": "gpu_hours",
+    "allocated_value": 8,
+    "status": "active",
+    "allocated_at": "2026-11-27T08:00:00Z",
+    "released_at": None,
+    "expires_at": "2026-11-27T09:00:00Z",
+    "is_burst": False,
+    "version": 1,
+    "metadata": {"queue": "a100"},
+}
+_LEVELS_EXAMPLE = [
+    {
+        "quota_id": "5f0c6f7e-3f7a-4b43-9b7e-0c1d2e3f4a5b",
+        "entity_type": "user",
+        "entity_id": "alice",
+        "cap": 100,
+        "used": 48,
+        "available": 52,
+        "allowed": True,
+    },
+    {
+        "quota_id": "0d2b7c8a-1e9f-4c6b-8a7d-6e5f4c3b2a19",
+        "entity_type": "team",
+        "entity_id": "acme-research",
+        "cap": 4000,
+        "used": 3608,
+        "available": 392,
+        "allowed": True,
+    },
+]
+
+
+class UUIDStringField(serializers.UUIDField):
+    """A UUID sent as a string (DRF would also take an integer)."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid", value=data)
+        return super().to_internal_value(data)
+
+
+class MetadataField(serializers.JSONField):
+    def to_internal_value(self, data):
+        if not isinstance(data, dict):
+            raise serializers.ValidationError("Must be a JSON object.")
+        size = len(json.dumps(data, default=str).encode())
+        if size > METADATA_MAX_BYTES:
+            raise serializers.ValidationError(
+                f"Must be at most {METADATA_MAX_BYTES} bytes of JSON (got {size})."
+            )
+        return json.loads(json.dumps(data, default=str))
+
+
+class LevelSerializer(serializers.Serializer):
+    quota_id = serializers.UUIDField()
+    entity_type = serializers.CharField()
+    entity_id = serializers.CharField()
+    cap = AmountField(integer_digits=20)
+    used = AmountField(integer_digits=20)
+    available = AmountField(integer_digits=20)
+    allowed = serializers.BooleanField()
+
+
+@extend_schema_serializer(
+    examples=[OpenApiExample("An allocation", value=_ALLOCATION_EXAMPLE, response_only=True)]
+)
+class AllocationSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    quota_id = serializers.UUIDField()
+    entity_type = serializers.CharField()
+    entity_id = serializers.CharField()
+    job_id = serializers.UUIDField()
+    resource_type = serializers.CharField()
+    allocated_value = AmountField()
+    status = serializers.ChoiceField(choices=AllocationStatus.values)
+    allocated_at = serializers.DateTimeField()
+    released_at = serializers.DateTimeField(allow_null=True)
+    expires_at = serializers.DateTimeField(allow_null=True)
+    is_burst = serializers.BooleanField()
+    version = serializers.IntegerField()
+    metadata = serializers.JSONField()
+
+
+@extend_schema_serializer(
+    examples=[
+        OpenApiExample(
+            "Granted",
+            value={**_ALLOCATION_EXAMPLE, "warnings": [], "levels": _LEVELS_EXAMPLE},
+            response_only=True,
+        )
+    ]
+)
+class AllocationGrantSerializer(AllocationSerializer):
+    warnings = serializers.ListField(child=serializers.CharField())
+    levels = LevelSerializer(many=True)
+
+
+class _RequestBase(serializers.Serializer):
+    entity_type = LowerChoiceField(choices=EntityType.values)
+    entity_id = serializers.CharField(min_length=1, max_length=255, trim_whitespace=False)
+    resource_type = serializers.CharField(max_length=50)
+    requested_value = AmountField(positive=True)
+    allow_burst = serializers.BooleanField(required=False, default=False)
+
+    def validate_resource_type(self, value):
+        return value.strip().lower()
+
+
+@extend_schema_serializer(
+    examples=[
+        OpenApiExample(
+            "Allocate 8 GPU-hours for a job, with a one-hour lease",
+            value={
+                "entity_type": "user",
+                "entity_id": "alice",
+                "job_id": "3e1c9a57-0b7d-4c2e-8f6a-1d2c3b4a5e6f",
+                "resource_type": "gpu_hours",
+                "requested_value": 8,
+                "metadata": {"queue": "a100"},
+                "ttl_seconds": 3600,
+                "allow_burst": False,
+            },
+            request_only=True,
+        )
+    ]
+)
+class AllocationCreateSerializer(_RequestBase):
+    job_id = UUIDStringField()
+    metadata = MetadataField(required=False, default=dict)
+    ttl_seconds = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        default=None,
+        min_value=1,
+        max_value=TTL_MAX_SECONDS,
+        help_text="Lease length; the allocation expires unless renewed.",
+    )
+
+
+@extend_schema_serializer(
+    examples=[
+        OpenApiExample(
+            "Would 8 GPU-hours fit?",
+            value={
+                "entity_type": "user",
+                "entity_id": "alice",
+                "resource_type": "gpu_hours",
+                "requested_value": 8,
+            },
+            request_only=True,
+        )
+    ]
+)
+class AllocationCheckSerializer(_RequestBase):
+    pass
+
+
+@extend_schema_serializer(
+    examples=[
+        OpenApiExample(
+            "Refused at the team level",
+            value={
+                "allowed": False,
+                "requested": 500,
+                "available": 392,
+                "reason": "Quota exceeded at team acme-research (quota "
+                "0d2b7c8a-1e9f-4c6b-8a7d-6e5f4c3b2a19): requested 500, available 392.",
+                "warnings": [],
+                "blocking_quota_id": "0d2b7c8a-1e9f-4c6b-8a7d-6e5f4c3b2a19",
+                "levels": [
+                    {**_LEVELS_EXAMPLE[0], "allowed": True},
+                    {**_LEVELS_EXAMPLE[1], "allowed": False},
+                ],
+            },
+            response_only=True,
+        )
+    ]
+)
+class CheckResultSerializer(serializers.Serializer):
+    allowed = serializers.BooleanField()
+    available = AmountField(integer_digits=20)
+    requested = AmountField()
+    reason = serializers.CharField(allow_null=True)
+    warnings = serializers.ListField(child=serializers.CharField())
+    blocking_quota_id = serializers.UUIDField(allow_null=True)
+    levels = LevelSerializer(many=True)
+
+
+class RenewSerializer(serializers.Serializer):
+    ttl_seconds = serializers.IntegerField(min_value=1, max_value=TTL_MAX_SECONDS)
+
+
+class HistorySerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    quota_id = serializers.UUIDField()
+    allocation_id = serializers.UUIDField(allow_null=True)
+    entity_type = serializers.CharField()
+    entity_id = serializers.CharField()
+    resource_type = serializers.CharField()
+    allocated_value = AmountField()
+    operation = serializers.ChoiceField(choices=HistoryOperation.values)
+    job_id = serializers.UUIDField(allow_null=True)
+    timestamp = serializers.DateTimeField()
+    metadata = serializers.JSONField()
+
+

@@ -1,0 +1,28 @@
+from django.urls import path
+
+from allocations import views
+
+urlpatterns = [
+    path("allocations/check", views.AllocationCheckView.as_view(), name="allocation-check"),
+    path("allocations", views.AllocationListCreateView.as_view(), name="allocation-list"),
+    path(
+        "allocations/<uuid:allocation_id>",
+        views.AllocationDetailView.as_view(),
+        name="allocation-detail",
+    ),
+    path(
+        "allocations/<uuid:allocation_id>/renew",
+        views.AllocationRenewView.as_view(),
+        name="allocation-renew",
+    ),
+    path(
+        "quotas/<uuid:quota_id>/allocations",
+        views.QuotaAllocationsView.as_view(),
+        name="quota-allocations",
+    ),
+    path(
+        "quotas/<uuid:quota_id>/history",
+        views.QuotaHistoryView.as_view(),
+        name="quota-history",
+    ),
+]

@@ -1,0 +1,197 @@
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import generics, status
+from rest_framework.response import Response
+
+from allocations import selectors, services
+from allocations.filters import AllocationFilter, HistoryFilter, QuotaAllocationFilter
+from allocations.serializers import (
+    AllocationCheckSerializer,
+    AllocationCreateSerializer,
+    AllocationGrantSerializer,
+    AllocationSerializer,
+    CheckResultSerializer,
+    HistorySerializer,
+    RenewSerializer,
+)
+from horizon_quota.api import LinkHeaderCursorPagination
+from horizon_quota.schema import error_responses
+from quotas.models import ApiKeyRole, Quota
+from quotas.selectors import quota_get
+
+SCHEDULER_ROLES = {ApiKeyRole.ADMIN, ApiKeyRole.SCHEDULER}
+
+
+class AllocationPagination(LinkHeaderCursorPagination):
+    ordering = ("-allocated_at", "-id")
+
+
+class HistoryPagination(LinkHeaderCursorPagination):
+    ordering = ("-timestamp", "-id")
+
+
+def _grant_body(result) -> dict:
+    body = AllocationSerializer(result.allocation).data
+    body["warnings"] = result.warnings
+    body["levels"] = [level.as_dict() for level in result.levels]
+    return body
+
+
+class AllocationCheckView(generics.GenericAPIView):
+    serializer_class = AllocationCheckSerializer
+    write_roles = SCHEDULER_ROLES
+
+    @extend_schema(
+        tags=["allocations"],
+        summary="Check whether an allocation would fit, at every level",
+        request=AllocationCheckSerializer,
+        responses={200: CheckResultSerializer, **error_responses(400, 401, 403, 404, 415)},
+    )
+    def post(self, request):
+        serializer = AllocationCheckSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        result = services.allocation_check(**serializer.validated_data)
+        return Response(CheckResultSerializer(result).data)
+
+
+class AllocationListCreateView(generics.GenericAPIView):
+    serializer_class = AllocationSerializer
+    filterset_class = AllocationFilter
+    pagination_class = AllocationPagination
+    write_roles = SCHEDULER_ROLES
+
+    def get_queryset(self):
+        return selectors.allocation_list()
+
+    @extend_schema(
+        tags=["allocations"],
+        summary="List allocations, newest first (every status unless filtered)",
+        responses={200: AllocationSerializer(many=True), **error_responses(400, 401)},
+    )
+    def get(self, request):
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
+        return self.get_paginated_response(AllocationSerializer(page, many=True).data)
+
+    @extend_schema(
+        tags=["allocations"],
+        summary="Allocate quota for a job along the whole path, or not at all",
+        description="201 when granted; 200 with the existing allocation when the same "
+        "job, resource, entity and value are sent again (idempotent replay); 409 when "
+        "the job holds an active allocation of that resource with other values; 429 "
+        "naming the blocking level, the amount requested and the amount available.",
+        request=AllocationCreateSerializer,
+        responses={
+            201: AllocationGrantSerializer,
+            200: AllocationGrantSerializer,
+            **error_responses(400, 401, 403, 404, 409, 415, 429),
+        },
+    )
+    def post(self, request):
+        serializer = AllocationCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        result = services.allocation_create(**serializer.validated_data)
+        code = status.HTTP_200_OK if result.replayed else status.HTTP_201_CREATED
+        return Response(_grant_body(result), status=code)
+
+
+class AllocationDetailView(generics.GenericAPIView):
+    serializer_class = AllocationSerializer
+    write_roles = SCHEDULER_ROLES
+
+    @extend_schema(
+        tags=["allocations"],
+        summary="Get an allocation",
+        responses={200: AllocationSerializer, **error_responses(401, 404)},
+    )
+    def get(self, request, allocation_id):
+        allocation = selectors.allocation_get(allocation_id=allocation_id)
+        return Response(AllocationSerializer(allocation).data)
+
+    @extend_schema(
+        tags=["allocations"],
+        summary="Release an allocation (returns its amount to every level, once)",
+        responses={
+            200: AllocationSerializer,
+            **error_responses(
+                401, 403, 404, 409,
+                kind_409="already_released",
+                message_409="Allocation 9b2f5d0e-6f4a-4a8e-9c41-2d8e7f1a3b5c is already "
+                "released.",
+            ),
+        },
+    )
+    def delete(self, request, allocation_id):
+        allocation = services.allocation_release(allocation_id=allocation_id)
+        return Response(AllocationSerializer(allocation).data)
+
+
+class AllocationRenewView(generics.GenericAPIView):
+    serializer_class = RenewSerializer
+    write_roles = SCHEDULER_ROLES
+
+    @extend_schema(
+        tags=["allocations"],
+        summary="Extend an active allocation's lease to ttl_seconds from now",
+        request=RenewSerializer,
+        responses={
+            200: AllocationSerializer,
+            **error_responses(
+                400, 401, 403, 404, 409, 415,
+                kind_409="already_released",
+                message_409="Allocation is released; only an active one can be renewed.",
+            ),
+        },
+    )
+    def post(self, request, allocation_id):
+        serializer = RenewSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        allocation = services.allocation_renew(
+            allocation_id=allocation_id, **serializer.validated_data
+        )
+        return Response(AllocationSerializer(allocation).data)
+
+
+class QuotaAllocationsView(generics.GenericAPIView):
+    serializer_class = AllocationSerializer
+    filterset_class = QuotaAllocationFilter
+    pagination_class = AllocationPagination
+
+    def get_queryset(self):
+        return selectors.quota_allocation_list(quota_id=self.kwargs["quota_id"])
+
+    @extend_schema(
+        tags=["quotas"],
+        summary="A quota's own allocations (active unless status= widens)",
+        parameters=[
+            OpenApiParameter(
+                "status", str, enum=["active", "released", "expired", "all"],
+                description="Default active.",
+            )
+        ],
+        responses={200: AllocationSerializer(many=True), **error_responses(400, 401, 404)},
+    )
+    def get(self, request, quota_id):
+        quota_get(quota_id=quota_id)  # 404 for an unknown quota
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
+        return self.get_paginated_response(AllocationSerializer(page, many=True).data)
+
+
+class QuotaHistoryView(generics.GenericAPIView):
+    serializer_class = HistorySerializer
+    filterset_class = HistoryFilter
+    pagination_class = HistoryPagination
+
+    def get_queryset(self):
+        return selectors.history_list(quota_id=self.kwargs["quota_id"])
+
+    @extend_schema(
+        tags=["quotas"],
+        summary="A quota's usage history, newest first (kept after the quota is deleted)",
+        responses={200: HistorySerializer(many=True), **error_responses(400, 401, 404)},
+    )
+    def get(self, request, quota_id):
+        queryset = self.get_queryset()
+        # A deleted quota keeps serving its rows; an id that never existed is a 404.
+        if not Quota.objects.filter(id=quota_id).exists() and not queryset.exists():
+            quota_get(quota_id=quota_id)
+        page = self.paginate_queryset(self.filter_queryset(queryset))
+        return self.get_paginated_response(HistorySerializer(page, many=True).data)
