@@ -1,5 +1,6 @@
 from uuid import UUID
 
+from django.db import connection
 from django.db.models import QuerySet
 
 from allocations.models import Allocation, UsageHistory
@@ -24,3 +25,67 @@ def quota_allocation_list(*, quota_id: UUID) -> QuerySet[Allocation]:
 def history_list(*, quota_id: UUID) -> QuerySet[UsageHistory]:
     """A quota's history rows; they outlive the quota itself."""
     return UsageHistory.objects.filter(quota_id=quota_id)
+
+
+USAGE_DRIFT_SQL = """
+WITH RECURSIVE closure (ancestor, descendant) AS (
+    SELECT id, id FROM quotas
+    UNION ALL
+    SELECT q.parent_id, c.descendant
+      FROM closure c JOIN quotas q ON q.id = c.ancestor
+     WHERE q.parent_id IS NOT NULL
+),
+own AS (
+    SELECT quota_id, sum(allocated_value) AS total
+      FROM allocations WHERE status = 'active' GROUP BY quota_id
+),
+scope (id) AS (
+    SELECT id FROM quotas WHERE %(root)s::uuid IS NULL OR id = %(root)s::uuid
+    UNION ALL
+    SELECT q.id FROM quotas q JOIN scope s ON q.parent_id = s.id
+     WHERE %(root)s::uuid IS NOT NULL
+),
+actual AS (
+    SELECT c.ancestor AS quota_id, coalesce(sum(own.total), 0) AS total
+      FROM closure c LEFT JOIN own ON own.quota_id = c.descendant
+     GROUP BY c.ancestor
+)
+SELECT q.id, q.entity_type, q.entity_id, q.resource_type, q.used, actual.total
+  FROM quotas q JOIN actual ON actual.quota_id = q.id
+ WHERE q.used <> actual.total
+   AND q.id IN (SELECT id FROM scope)
+ ORDER BY q.depth, q.entity_type, q.entity_id
+"""
+
+ORPHANS_SQL = """
+SELECT a.id, a.entity_type, a.entity_id, a.resource_type, a.allocated_value
+  FROM allocations a LEFT JOIN quotas q ON q.id = a.quota_id
+ WHERE a.status = 'active' AND q.id IS NULL
+"""
+
+
+def usage_drift(*, root_id: UUID | None = None) -> list[dict]:
+    """Every quota whose stored ``used`` differs from the sum of the active
+    allocations in its subtree (promise P2), optionally within one subtree."""
+    with connection.cursor() as cursor:
+        cursor.execute(USAGE_DRIFT_SQL, {"root": root_id})
+        rows = cursor.fetchall()
+    return [
+        {
+            "quota_id": quota_id,
+            "entity_type": entity_type,
+            "entity_id": entity_id,
+            "resource_type": resource_type,
+            "stored": stored,
+            "actual": actual,
+            "delta": stored - actual,
+        }
+        for quota_id, entity_type, entity_id, resource_type, stored, actual in rows
+    ]
+
+
+def orphan_allocations() -> list[tuple]:
+    """Active allocations whose quota no longer exists (counted nowhere)."""
+    with connection.cursor() as cursor:
+        cursor.execute(ORPHANS_SQL)
+        return cursor.fetchall()
