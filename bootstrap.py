@@ -13,6 +13,7 @@ library is used here.
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -47,6 +48,23 @@ def ensure_venv(requirements: str) -> None:
     stamp.write_text(digest)
 
 
+def ensure_debian_package(command: str, package: str) -> None:
+    """Install a Debian package when its command is missing (root, or sudo -n)."""
+    if shutil.which(command):
+        return
+    if not shutil.which("apt-get"):
+        sys.exit(f"{command} is missing; install the {package} package")
+    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    say(f"installing Debian's {package}")
+    subprocess.run([*sudo, "apt-get", "update", "-qq"], check=False, env=env)
+    subprocess.run(
+        [*sudo, "apt-get", "install", "-y", "-qq", "--no-install-recommends", package],
+        check=True,
+        env=env,
+    )
+
+
 def main() -> int:
     if len(sys.argv) < 2 or sys.argv[1] not in {"serve", "test", "bench"}:
         print(__doc__)
@@ -62,6 +80,7 @@ def main() -> int:
         argv = [str(PYTHON), "-m", "pytest", *args]
     else:
         ensure_venv("requirements-dev.txt")
+        ensure_debian_package("wrk", "wrk")
         argv = [str(PYTHON), str(ROOT / "benchmarks" / "bench_allocate.py"), *args]
     # Replace this process so signals (Ctrl-C, SIGTERM) reach the real program.
     os.execve(argv[0], argv, env)

@@ -1,8 +1,11 @@
+from decimal import Decimal
+
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, status
 from rest_framework.response import Response
 
 from allocations import selectors, services
+from allocations.models import Allocation, UsageHistory
 from allocations.filters import AllocationFilter, HistoryFilter, QuotaAllocationFilter
 from allocations.serializers import (
     AllocationCheckSerializer,
@@ -27,6 +30,22 @@ class AllocationPagination(LinkHeaderCursorPagination):
 
 class HistoryPagination(LinkHeaderCursorPagination):
     ordering = ("-timestamp", "-id")
+
+
+def _with_current_levels(result, request: dict):
+    """A replay comes back from the engine as the allocation alone; its response
+    still carries the path's levels and warnings (DESIGN §5), read as they stand."""
+    if result.replayed:
+        current = services.allocation_check(
+            entity_type=request["entity_type"],
+            entity_id=request["entity_id"],
+            resource_type=request["resource_type"],
+            requested_value=Decimal("0"),
+            allow_burst=request["allow_burst"],
+        )
+        result.levels = current.levels
+        result.warnings = current.warnings
+    return result
 
 
 def _grant_body(result) -> dict:
@@ -89,6 +108,7 @@ class AllocationListCreateView(generics.GenericAPIView):
         serializer = AllocationCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         result = services.allocation_create(**serializer.validated_data)
+        result = _with_current_levels(result, serializer.validated_data)
         code = status.HTTP_200_OK if result.replayed else status.HTTP_201_CREATED
         return Response(_grant_body(result), status=code)
 
@@ -156,6 +176,8 @@ class QuotaAllocationsView(generics.GenericAPIView):
     pagination_class = AllocationPagination
 
     def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # schema generation
+            return Allocation.objects.none()
         return selectors.quota_allocation_list(quota_id=self.kwargs["quota_id"])
 
     @extend_schema(
@@ -181,6 +203,8 @@ class QuotaHistoryView(generics.GenericAPIView):
     pagination_class = HistoryPagination
 
     def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # schema generation
+            return UsageHistory.objects.none()
         return selectors.history_list(quota_id=self.kwargs["quota_id"])
 
     @extend_schema(

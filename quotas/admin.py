@@ -61,7 +61,7 @@ class QuotaAdminForm(forms.ModelForm):
         if self.errors:
             return cleaned
         try:
-            if self.instance.pk is None:
+            if self.instance._state.adding:
                 parent = cleaned.get("parent")
                 self.instance = services.quota_create(
                     entity_type=cleaned["entity_type"],

@@ -1,4 +1,5 @@
 import hmac
+import re
 
 from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
@@ -7,6 +8,9 @@ from rest_framework import authentication, exceptions
 from quotas.models import KEY_PREFIX, ApiKey
 
 KEYWORD = "Api-Key"
+# hq_<prefix>_<secret>: the prefix is at most ApiKey.prefix's 16 characters, the
+# secret is URL-safe base64 (see ApiKey.generate).
+_KEY_SHAPE = re.compile(rf"{KEY_PREFIX}_[0-9A-Za-z]{{1,16}}_[0-9A-Za-z_-]{{1,256}}")
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):
@@ -34,9 +38,11 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
     @staticmethod
     def key_for(raw_key: str) -> ApiKey | None:
         """The stored key matching ``raw_key`` (revoked or expired included)."""
-        parts = raw_key.split("_", 2)
-        if len(parts) != 3 or parts[0] != KEY_PREFIX:
+        # Check the shape before querying: a NUL byte or any other odd character
+        # would otherwise reach PostgreSQL, which refuses it with an error (a 500).
+        if not _KEY_SHAPE.fullmatch(raw_key):
             return None
+        parts = raw_key.split("_", 2)
         key = ApiKey.objects.filter(prefix=parts[1]).first()
         if key is None or not hmac.compare_digest(key.key_hash, ApiKey.hash_key(raw_key)):
             return None

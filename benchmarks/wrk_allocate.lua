@@ -1,0 +1,104 @@
+-- wrk script for benchmarks/bench_allocate.py.
+-- HQ_MODE=trivial: GET the baseline endpoint.
+-- HQ_MODE=allocate: every request allocates 1 unit for a new job.
+-- HQ_MODE=mixed: each connection alternates allocate and release of what it got.
+-- Users (HQ_USERS, comma-separated) are dealt out to the threads; each thread's
+-- requests go round-robin over its users. Counters are written to HQ_OUT as JSON.
+
+local mode = os.getenv("HQ_MODE")
+local key = os.getenv("HQ_KEY")
+local out = os.getenv("HQ_OUT")
+local all_users = {}
+for user in string.gmatch(os.getenv("HQ_USERS") or "", "[^,]+") do
+  table.insert(all_users, user)
+end
+
+local threads = {}
+local counter = 0
+
+function setup(thread)
+  counter = counter + 1
+  thread:set("index", counter)
+  table.insert(threads, thread)
+end
+
+function init(args)
+  math.randomseed(os.time() * 1000 + index)
+  users = {}
+  for i, user in ipairs(all_users) do
+    table.insert(users, user)
+  end
+  next_user = index
+  pending = {}
+  allocated, released, refused, failed = 0, 0, 0, 0
+end
+
+local function uuid4()
+  local t = {}
+  for i = 1, 16 do t[i] = math.random(0, 255) end
+  t[7] = (t[7] % 16) + 64
+  t[9] = (t[9] % 64) + 128
+  return string.format(
+    "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+    t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8],
+    t[9], t[10], t[11], t[12], t[13], t[14], t[15], t[16])
+end
+
+local headers = {}
+
+function request()
+  headers["Authorization"] = "Api-Key " .. key
+  if mode == "trivial" then
+    return wrk.format("GET", "/bench/trivial", headers)
+  end
+  if mode == "mixed" and #pending > 0 then
+    local id = table.remove(pending)
+    return wrk.format("DELETE", "/api/v1/allocations/" .. id, headers)
+  end
+  local user = users[(next_user % #users) + 1]
+  next_user = next_user + 1
+  headers["Content-Type"] = "application/json"
+  local body = '{"entity_type":"user","entity_id":"' .. user ..
+      '","resource_type":"gpu_hours","requested_value":1,"job_id":"' .. uuid4() .. '"}'
+  local req = wrk.format("POST", "/api/v1/allocations", headers, body)
+  headers["Content-Type"] = nil
+  return req
+end
+
+function response(status, headers, body)
+  if mode == "trivial" then
+    return
+  end
+  if status == 201 then
+    allocated = allocated + 1
+    if mode == "mixed" then
+      local id = string.match(body, '"id":"([0-9a-f%-]+)"')
+      if id then table.insert(pending, id) end
+    end
+  elseif status == 200 then
+    released = released + 1
+  elseif status == 429 then
+    refused = refused + 1
+  else
+    failed = failed + 1
+  end
+end
+
+function done(summary, latency, requests)
+  local a, r, x, f = 0, 0, 0, 0
+  for _, thread in ipairs(threads) do
+    a = a + (thread:get("allocated") or 0)
+    r = r + (thread:get("released") or 0)
+    x = x + (thread:get("refused") or 0)
+    f = f + (thread:get("failed") or 0)
+  end
+  local file = io.open(out, "w")
+  file:write(string.format(
+    '{"requests":%d,"seconds":%f,"errors":%d,"allocated":%d,"released":%d,' ..
+    '"refused":%d,"failed":%d,"p50_ms":%f,"p99_ms":%f}',
+    summary.requests, summary.duration / 1e6,
+    summary.errors.connect + summary.errors.read + summary.errors.write +
+      summary.errors.status + summary.errors.timeout,
+    a, r, x, f, latency:percentile(50) / 1000, latency:percentile(99) / 1000))
+  file:close()
+end
