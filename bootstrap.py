@@ -2,7 +2,7 @@
 """One entry point for a fresh machine that has only Python 3.11+.
 
     python3 bootstrap.py serve        # set up, migrate, load demo data, serve on :8000
-    python3 bootstrap.py test [ARGS]  # set up and run the whole test suite (pytest ARGS)
+    python3 bootstrap.py test [ARGS]  # set up, run the whole test suite (pytest ARGS)
     python3 bootstrap.py bench [ARGS] # set up and run the load benchmark
 
 Each command creates ``.venv`` when it is missing and installs the pinned
@@ -29,7 +29,7 @@ def say(message: str) -> None:
 
 
 def ensure_venv(requirements: str) -> None:
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 (run by any python3)
         sys.exit("horizon-quota needs Python 3.11 or newer")
     if not PYTHON.exists():
         say(f"creating virtualenv in {VENV}")
@@ -41,8 +41,16 @@ def ensure_venv(requirements: str) -> None:
         return
     say(f"installing {requirements}")
     subprocess.run(
-        [str(PYTHON), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-         "-r", str(ROOT / requirements)],
+        [
+            str(PYTHON),
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            "-r",
+            str(ROOT / requirements),
+        ],
         check=True,
     )
     stamp.write_text(digest)

@@ -45,7 +45,11 @@ class QuotaAllocationFilter(django_filters.FilterSet):
             return queryset
         if value not in AllocationStatus.values:
             raise ValidationError(
-                {"status": [f"Must be one of: {', '.join(AllocationStatus.values)}, all."]}
+                {
+                    "status": [
+                        f"Must be one of: {', '.join(AllocationStatus.values)}, all."
+                    ]
+                }
             )
         return queryset.filter(status=value)
 
@@ -60,4 +64,6 @@ class QuotaAllocationFilter(django_filters.FilterSet):
 class HistoryFilter(django_filters.FilterSet):
     since = django_filters.IsoDateTimeFilter(field_name="timestamp", lookup_expr="gte")
     until = django_filters.IsoDateTimeFilter(field_name="timestamp", lookup_expr="lt")
-    operation = LowerChoiceFilter(field_name="operation", choices=HistoryOperation.values)
+    operation = LowerChoiceFilter(
+        field_name="operation", choices=HistoryOperation.values
+    )

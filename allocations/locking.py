@@ -44,9 +44,5 @@ def lock_quotas(quota_ids: Iterable[UUID]) -> dict[UUID, Quota]:
     ids = {quota_id for quota_id in quota_ids if quota_id is not None}
     if not ids:
         return {}
-    rows = (
-        Quota.objects.filter(id__in=ids)
-        .order_by("-depth", "id")
-        .select_for_update()
-    )
+    rows = Quota.objects.filter(id__in=ids).order_by("-depth", "id").select_for_update()
     return {quota.id: quota for quota in rows}

@@ -74,9 +74,13 @@ class Allocation(models.Model):
                 condition=Q(status="active"),
                 name="alloc_quota_active_idx",
             ),
-            models.Index(fields=["quota", "-allocated_at", "-id"], name="alloc_quota_idx"),
+            models.Index(
+                fields=["quota", "-allocated_at", "-id"], name="alloc_quota_idx"
+            ),
             models.Index(fields=["job_id"], name="alloc_job_idx"),
-            models.Index(fields=["entity_id", "-allocated_at"], name="alloc_entity_idx"),
+            models.Index(
+                fields=["entity_id", "-allocated_at"], name="alloc_entity_idx"
+            ),
             # The lease sweeper: active rows whose lease runs out first.
             models.Index(
                 fields=["expires_at"],
@@ -86,7 +90,9 @@ class Allocation(models.Model):
         ]
 
     def __str__(self):
-        return f"{self.job_id} {self.allocated_value} {self.resource_type} ({self.status})"
+        return (
+            f"{self.job_id} {self.allocated_value} {self.resource_type} ({self.status})"
+        )
 
 
 class HistoryOperation(models.TextChoices):
@@ -133,7 +139,9 @@ class UsageHistory(models.Model):
         ]
         indexes = [
             # GET /quotas/{id}/history: newest first, with since/until and paging.
-            models.Index(fields=["quota", "-timestamp", "-id"], name="history_quota_idx"),
+            models.Index(
+                fields=["quota", "-timestamp", "-id"], name="history_quota_idx"
+            ),
             models.Index(fields=["allocation"], name="history_allocation_idx"),
         ]
 

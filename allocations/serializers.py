@@ -1,4 +1,6 @@
 import json
+import math
+from decimal import Decimal
 
 from drf_spectacular.utils import OpenApiExample, extend_schema_serializer
 from rest_framework import serializers
@@ -57,16 +59,46 @@ class UUIDStringField(serializers.UUIDField):
         return super().to_internal_value(data)
 
 
+def _json_native(value):
+    """The parsed request JSON with its numbers as JSON numbers again.
+
+    The request parser reads every non-integer number as a ``Decimal`` (to keep
+    amounts exact); stringifying those would store ``{"n": 1.5}`` as ``{"n": "1.5"}``.
+    PostgreSQL's jsonb cannot hold a NUL character, so one is refused here rather
+    than failing in the database.
+    """
+    if isinstance(value, dict):
+        return {_json_native(key): _json_native(item) for key, item in value.items()}
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise serializers.ValidationError(
+                "Strings must not contain NUL characters."
+            )
+        return value
+    if isinstance(value, list):
+        return [_json_native(item) for item in value]
+    if isinstance(value, Decimal):
+        number = float(value)
+        if not math.isfinite(number):
+            raise serializers.ValidationError("Numbers must be finite.")
+        return number
+    return value
+
+
 class MetadataField(serializers.JSONField):
     def to_internal_value(self, data):
         if not isinstance(data, dict):
             raise serializers.ValidationError("Must be a JSON object.")
-        size = len(json.dumps(data, default=str).encode())
+        try:
+            metadata = _json_native(data)
+            size = len(json.dumps(metadata).encode())
+        except RecursionError:
+            raise serializers.ValidationError("Nested too deeply.") from None
         if size > METADATA_MAX_BYTES:
             raise serializers.ValidationError(
                 f"Must be at most {METADATA_MAX_BYTES} bytes of JSON (got {size})."
             )
-        return json.loads(json.dumps(data, default=str))
+        return metadata
 
 
 class LevelSerializer(serializers.Serializer):
@@ -80,7 +112,9 @@ class LevelSerializer(serializers.Serializer):
 
 
 @extend_schema_serializer(
-    examples=[OpenApiExample("An allocation", value=_ALLOCATION_EXAMPLE, response_only=True)]
+    examples=[
+        OpenApiExample("An allocation", value=_ALLOCATION_EXAMPLE, response_only=True)
+    ]
 )
 class AllocationSerializer(serializers.Serializer):
     id = serializers.UUIDField()
@@ -115,7 +149,9 @@ class AllocationGrantSerializer(AllocationSerializer):
 
 class _RequestBase(serializers.Serializer):
     entity_type = LowerChoiceField(choices=EntityType.values)
-    entity_id = serializers.CharField(min_length=1, max_length=255, trim_whitespace=False)
+    entity_id = serializers.CharField(
+        min_length=1, max_length=255, trim_whitespace=False
+    )
     resource_type = serializers.CharField(max_length=50)
     requested_value = AmountField(positive=True)
     allow_burst = serializers.BooleanField(required=False, default=False)
@@ -204,6 +240,15 @@ class CheckResultSerializer(serializers.Serializer):
     levels = LevelSerializer(many=True)
 
 
+@extend_schema_serializer(
+    examples=[
+        OpenApiExample(
+            "Extend the lease by an hour from now",
+            value={"ttl_seconds": 3600},
+            request_only=True,
+        )
+    ]
+)
 class RenewSerializer(serializers.Serializer):
     ttl_seconds = serializers.IntegerField(min_value=1, max_value=TTL_MAX_SECONDS)
 
@@ -220,5 +265,3 @@ class HistorySerializer(serializers.Serializer):
     job_id = serializers.UUIDField(allow_null=True)
     timestamp = serializers.DateTimeField()
     metadata = serializers.JSONField()
-
-

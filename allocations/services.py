@@ -162,7 +162,8 @@ def allocation_check(
     blocking = next((level for level in levels if not level.allowed), None)
     # The warnings describe the state the allocation would leave behind.
     after = [
-        Level(**{**level.__dict__, "used": level.used + requested_value}) for level in levels
+        Level(**{**level.__dict__, "used": level.used + requested_value})
+        for level in levels
     ]
     return CheckResult(
         allowed=blocking is None,
@@ -208,7 +209,9 @@ def allocation_create(
             warnings=_warnings(levels),
         )
     if kind == "replayed":
-        return AllocationResult(allocation=_allocation(outcome["allocation"]), replayed=True)
+        return AllocationResult(
+            allocation=_allocation(outcome["allocation"]), replayed=True
+        )
     if kind == "conflict":
         existing = _allocation(outcome["allocation"])
         raise Conflict(

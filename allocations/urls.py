@@ -3,8 +3,14 @@ from django.urls import path
 from allocations import views
 
 urlpatterns = [
-    path("allocations/check", views.AllocationCheckView.as_view(), name="allocation-check"),
-    path("allocations", views.AllocationListCreateView.as_view(), name="allocation-list"),
+    path(
+        "allocations/check",
+        views.AllocationCheckView.as_view(),
+        name="allocation-check",
+    ),
+    path(
+        "allocations", views.AllocationListCreateView.as_view(), name="allocation-list"
+    ),
     path(
         "allocations/<uuid:allocation_id>",
         views.AllocationDetailView.as_view(),

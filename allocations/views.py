@@ -5,8 +5,8 @@ from rest_framework import generics, status
 from rest_framework.response import Response
 
 from allocations import selectors, services
-from allocations.models import Allocation, UsageHistory
 from allocations.filters import AllocationFilter, HistoryFilter, QuotaAllocationFilter
+from allocations.models import Allocation, UsageHistory
 from allocations.serializers import (
     AllocationCheckSerializer,
     AllocationCreateSerializer,
@@ -63,7 +63,10 @@ class AllocationCheckView(generics.GenericAPIView):
         tags=["allocations"],
         summary="Check whether an allocation would fit, at every level",
         request=AllocationCheckSerializer,
-        responses={200: CheckResultSerializer, **error_responses(400, 401, 403, 404, 415)},
+        responses={
+            200: CheckResultSerializer,
+            **error_responses(400, 401, 403, 404, 415),
+        },
     )
     def post(self, request):
         serializer = AllocationCheckSerializer(data=request.data)
@@ -132,9 +135,13 @@ class AllocationDetailView(generics.GenericAPIView):
         responses={
             200: AllocationSerializer,
             **error_responses(
-                401, 403, 404, 409,
+                401,
+                403,
+                404,
+                409,
                 kind_409="already_released",
-                message_409="Allocation 9b2f5d0e-6f4a-4a8e-9c41-2d8e7f1a3b5c is already "
+                message_409="Allocation 9b2f5d0e-6f4a-4a8e-9c41-2d8e7f1a3b5c is "
+                "already "
                 "released.",
             ),
         },
@@ -155,9 +162,15 @@ class AllocationRenewView(generics.GenericAPIView):
         responses={
             200: AllocationSerializer,
             **error_responses(
-                400, 401, 403, 404, 409, 415,
+                400,
+                401,
+                403,
+                404,
+                409,
+                415,
                 kind_409="already_released",
-                message_409="Allocation is released; only an active one can be renewed.",
+                message_409="Allocation is released; only an active one can be "
+                "renewed.",
             ),
         },
     )
@@ -185,11 +198,16 @@ class QuotaAllocationsView(generics.GenericAPIView):
         summary="A quota's own allocations (active unless status= widens)",
         parameters=[
             OpenApiParameter(
-                "status", str, enum=["active", "released", "expired", "all"],
+                "status",
+                str,
+                enum=["active", "released", "expired", "all"],
                 description="Default active.",
             )
         ],
-        responses={200: AllocationSerializer(many=True), **error_responses(400, 401, 404)},
+        responses={
+            200: AllocationSerializer(many=True),
+            **error_responses(400, 401, 404),
+        },
     )
     def get(self, request, quota_id):
         quota_get(quota_id=quota_id)  # 404 for an unknown quota
@@ -209,7 +227,7 @@ class QuotaHistoryView(generics.GenericAPIView):
 
     @extend_schema(
         tags=["quotas"],
-        summary="A quota's usage history, newest first (kept after the quota is deleted)",
+        summary="A quota's usage history, newest first (kept after deletion)",
         responses={200: HistorySerializer(many=True), **error_responses(400, 401, 404)},
     )
     def get(self, request, quota_id):

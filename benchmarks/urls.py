@@ -1,6 +1,10 @@
 from django.urls import path
 from rest_framework import permissions
-from rest_framework.decorators import api_view, authentication_classes, permission_classes
+from rest_framework.decorators import (
+    api_view,
+    authentication_classes,
+    permission_classes,
+)
 from rest_framework.response import Response
 
 from horizon_quota.urls import urlpatterns as service_urlpatterns

@@ -1,20 +1,31 @@
 """API plumbing shared by every app: parsing, rendering, paging and errors."""
 
+import base64
+import binascii
 import json
 import logging
+import re
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import simplejson
 from django.conf import settings
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import (
+    PermissionDenied,
+    RequestDataTooBig,
+    SuspiciousOperation,
+)
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db.models import Field, Q
 from django.http import Http404, JsonResponse
+from django.utils import timezone
 from rest_framework import exceptions, status
-from rest_framework.pagination import CursorPagination
+from rest_framework.pagination import BasePagination
 from rest_framework.parsers import JSONParser
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.utils.encoders import JSONEncoder
+from rest_framework.utils.urls import replace_query_param
 
 from horizon_quota.errors import ServiceError
 
@@ -44,7 +55,11 @@ def error_body(kind: str, message: str, fields: dict | None = None) -> dict:
 
 def _flatten(detail) -> list[str]:
     if isinstance(detail, dict):
-        return [f"{key}: {text}" for key, value in detail.items() for text in _flatten(value)]
+        return [
+            f"{key}: {text}"
+            for key, value in detail.items()
+            for text in _flatten(value)
+        ]
     if isinstance(detail, list):
         return [text for item in detail for text in _flatten(item)]
     return [str(detail)]
@@ -59,8 +74,20 @@ def _validation_fields(detail) -> dict[str, list[str]]:
 def exception_handler(exc, context):
     """Turn every exception raised in an API view into the JSON error of DESIGN §5."""
     if isinstance(exc, ServiceError):
-        body = error_body(exc.kind, exc.message, exc.fields)
+        body = {**error_body(exc.kind, exc.message, exc.fields), **exc.extra}
         return Response(body, status=exc.status)
+    if isinstance(exc, RequestDataTooBig):
+        # Django refuses to read a body above DATA_UPLOAD_MAX_MEMORY_SIZE.
+        return Response(
+            error_body(
+                "payload_too_large",
+                "The request body exceeds "
+                f"{settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes.",
+            ),
+            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
+    if isinstance(exc, SuspiciousOperation):
+        return Response(error_body("invalid_input", "Bad request."), status=400)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):
@@ -71,7 +98,9 @@ def exception_handler(exc, context):
         )
     if not isinstance(exc, exceptions.APIException):
         # Unhandled: log it with its traceback, answer without one.
-        logger.exception("unhandled error in %s", context.get("view").__class__.__name__)
+        logger.exception(
+            "unhandled error in %s", context.get("view").__class__.__name__
+        )
         return Response(
             error_body("internal_error", "An internal error occurred."),
             status=status.HTTP_500_INTERNAL_SERVER_ERROR,
@@ -86,7 +115,9 @@ def exception_handler(exc, context):
     if isinstance(exc, exceptions.ValidationError):
         fields = _validation_fields(exc.detail)
         message = "; ".join(
-            f"{name}: {' '.join(texts)}" if name != "non_field_errors" else " ".join(texts)
+            f"{name}: {' '.join(texts)}"
+            if name != "non_field_errors"
+            else " ".join(texts)
             for name, texts in fields.items()
         )
         return Response(
@@ -146,7 +177,9 @@ class StrictJSONParser(JSONParser):
             text = stream.read().decode(encoding) if stream else ""
             if not text.strip():
                 return {}
-            return json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
+            return json.loads(
+                text, parse_float=Decimal, parse_constant=_reject_constant
+            )
         except (ValueError, UnicodeDecodeError) as exc:
             raise exceptions.ParseError(f"Malformed JSON: {exc}") from None
         except RecursionError:
@@ -170,35 +203,142 @@ class DecimalJSONRenderer(JSONRenderer):
 
 # --- Paging -------------------------------------------------------------------------
 
+# A cursor is unpadded URL-safe base64 of a JSON list of strings.
+_CURSOR_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,4096}")
 
-class LinkHeaderCursorPagination(CursorPagination):
-    """Cursor paging that keeps the body a plain JSON array (as the Rust service did)
-    and puts the next page in an RFC 8288 ``Link`` header."""
+
+class LinkHeaderCursorPagination(BasePagination):
+    """Keyset paging that keeps the body a plain JSON array (as the Rust service did)
+    and puts the next page in an RFC 8288 ``Link`` header.
+
+    The cursor holds the values of *every* ordering field of the page's last row, and
+    the next page starts strictly after that tuple. DRF's ``CursorPagination`` keys on
+    the first field only and counts an offset through rows that share it; rows created
+    in one transaction share ``created_at``, and past 1000 of them (its offset cutoff)
+    its next link pointed at the same page forever. A tuple key has no ties, because
+    the primary key ends it, and each page costs one index range scan however deep.
+
+    Subclasses set ``ordering`` to non-null fields; the primary key is appended when
+    it is not already the last one.
+    """
 
     ordering = ("-created_at", "-id")
     page_size_query_param = "limit"
+    cursor_query_param = "cursor"
     invalid_cursor_message = "Invalid cursor."
 
     def __init__(self):
         self.page_size = settings.API_PAGE_SIZE
         self.max_page_size = settings.API_MAX_PAGE_SIZE
+        self.request = None
+        self.page = []
+        self.has_next = False
+        self.keys = []
 
     def get_page_size(self, request):
         raw = request.query_params.get(self.page_size_query_param)
         if raw is None or raw == "":
             return self.page_size
         if not raw.isascii() or not raw.isdigit() or int(raw) < 1:
-            raise exceptions.ValidationError(
-                {"limit": ["Must be a positive integer."]}
-            )
+            raise exceptions.ValidationError({"limit": ["Must be a positive integer."]})
         # A limit above the maximum is clamped, not refused (DESIGN §5).
         return min(int(raw), self.max_page_size)
 
-    def paginate_queryset(self, queryset, request, view=None):
+    def _ordering_keys(self, model) -> list[tuple[Field, bool]]:
+        """(field, descending) for each ordering field, the primary key last."""
+        keys = []
+        for name in self.ordering:
+            field_name = name.lstrip("-")
+            if field_name == "pk":
+                field = model._meta.pk
+            else:
+                field = model._meta.get_field(field_name)
+            keys.append((field, name.startswith("-")))
+        if keys[-1][0] != model._meta.pk:
+            keys.append((model._meta.pk, keys[-1][1]))
+        return keys
+
+    def _invalid_cursor(self):
+        return exceptions.ValidationError({"cursor": [self.invalid_cursor_message]})
+
+    def encode_cursor(self, instance) -> str:
+        position = [field.value_to_string(instance) for field, _ in self.keys]
+        raw = json.dumps(position, separators=(",", ":")).encode()
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+    def decode_cursor(self, encoded: str) -> list:
+        """The ordering values a cursor holds, parsed; anything else is a 400."""
+        if not _CURSOR_PATTERN.fullmatch(encoded):
+            raise self._invalid_cursor()
         try:
-            return super().paginate_queryset(queryset, request, view)
-        except exceptions.NotFound:
-            raise exceptions.ValidationError({"cursor": ["Invalid cursor."]}) from None
+            raw = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+            position = json.loads(raw.decode("ascii"))
+        except (ValueError, UnicodeDecodeError, binascii.Error):
+            raise self._invalid_cursor() from None
+        if (
+            not isinstance(position, list)
+            or len(position) != len(self.keys)
+            or not all(isinstance(text, str) for text in position)
+        ):
+            raise self._invalid_cursor()
+        values = []
+        for (field, _), text in zip(self.keys, position, strict=True):
+            try:
+                value = field.to_python(text)
+                if isinstance(value, datetime):
+                    # Only aware timestamps that exist in UTC: the database compares
+                    # them, and a naive or out-of-range one would fail there.
+                    if timezone.is_naive(value):
+                        raise ValueError("naive timestamp")
+                    value = value.astimezone(UTC)
+            except (DjangoValidationError, ValueError, TypeError, OverflowError):
+                raise self._invalid_cursor() from None
+            if value is None:
+                raise self._invalid_cursor()
+            values.append(value)
+        return values
+
+    def _after(self, values) -> Q:
+        """Rows strictly after ``values`` in the ordering (lexicographic)."""
+        after = Q()
+        for index, (field, descending) in enumerate(self.keys):
+            lookup = "lt" if descending else "gt"
+            step = Q(**{f"{field.attname}__{lookup}": values[index]})
+            for (tied_field, _), tied_value in zip(
+                self.keys[:index], values[:index], strict=True
+            ):
+                step &= Q(**{tied_field.attname: tied_value})
+            after |= step
+        return after
+
+    def paginate_queryset(self, queryset, request, view=None):
+        self.request = request
+        self.page_size = self.get_page_size(request)
+        self.keys = self._ordering_keys(queryset.model)
+        queryset = queryset.order_by(
+            *[f"{'-' if desc else ''}{field.attname}" for field, desc in self.keys]
+        )
+        encoded = request.query_params.get(self.cursor_query_param)
+        if encoded:
+            values = self.decode_cursor(encoded)
+            first, descending = self.keys[0]
+            # The bound on the first field alone is implied by the tuple condition;
+            # it is spelled out so that PostgreSQL scans the index from the cursor on.
+            bound = {f"{first.attname}__{'lte' if descending else 'gte'}": values[0]}
+            queryset = queryset.filter(**bound).filter(self._after(values))
+        rows = list(queryset[: self.page_size + 1])
+        self.has_next = len(rows) > self.page_size
+        self.page = rows[: self.page_size]
+        return self.page
+
+    def get_next_link(self) -> str | None:
+        if not self.has_next or not self.page:
+            return None
+        return replace_query_param(
+            self.request.build_absolute_uri(),
+            self.cursor_query_param,
+            self.encode_cursor(self.page[-1]),
+        )
 
     def get_paginated_response(self, data):
         headers = {}
@@ -227,9 +367,8 @@ class LinkHeaderCursorPagination(CursorPagination):
                 "required": False,
                 "in": "query",
                 "description": (
-                    "Opaque cursor taken from the `Link: <…>; rel=\"next\"` header."
+                    'Opaque cursor taken from the `Link: <…>; rel="next"` header.'
                 ),
                 "schema": {"type": "string"},
             },
         ]
-

@@ -5,11 +5,15 @@ message an operator can act on instead of a stack trace deep inside Django.
 """
 
 import os
+import re
 
 from django.core.exceptions import ImproperlyConfigured
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
+# Plain ASCII decimal digits: int() alone would also take "1_000" and non-ASCII
+# digits such as "١٢", which no operator means to write in a setting.
+_INTEGER = re.compile(r"[+-]?[0-9]+")
 
 
 def _raw(name: str) -> str | None:
@@ -46,10 +50,9 @@ def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
     value = _raw(name)
     if value is None or value == "":
         return default
-    try:
-        number = int(value)
-    except ValueError:
-        raise ImproperlyConfigured(f"{name}: expected an integer, got {value!r}") from None
+    if not _INTEGER.fullmatch(value):
+        raise ImproperlyConfigured(f"{name}: expected an integer, got {value!r}")
+    number = int(value)
     if minimum is not None and number < minimum:
         raise ImproperlyConfigured(f"{name}: must be at least {minimum}, got {number}")
     return number
@@ -62,7 +65,8 @@ def env_list(name: str, default: list[str]) -> list[str]:
     items = [item.strip() for item in value.split(",")]
     if any(not item for item in items):
         raise ImproperlyConfigured(
-            f"{name}: expected a comma-separated list without empty items, got {value!r}"
+            f"{name}: expected a comma-separated list without empty items, "
+            f"got {value!r}"
         )
     return items
 

@@ -11,7 +11,7 @@ _ASCII_DECIMAL = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)")
 
 
 def normalize_amount(value) -> Decimal:
-    """The same amount without trailing zeros, never in exponent form (100, not 1E+2)."""
+    """The amount without trailing zeros, never in exponent form (100, not 1E+2)."""
     value = Decimal(value)
     normal = value.normalize()
     if normal == normal.to_integral():

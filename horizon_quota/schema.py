@@ -1,7 +1,47 @@
 """OpenAPI helpers: the error body and its documented responses."""
 
+from decimal import Decimal
+
+from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse
 from rest_framework import serializers
+
+
+class AmountFieldExtension(OpenApiSerializerFieldExtension):
+    """Document ``horizon_quota.fields.AmountField`` as the exact decimal it is.
+
+    Without it drf-spectacular cannot resolve the custom field, falls back to
+    ``string`` and warns, so ``spectacular --fail-on-warn`` fails. Output is always a
+    JSON number; input also takes an ASCII numeric string (DESIGN §5).
+    """
+
+    target_class = "horizon_quota.fields.AmountField"
+
+    def map_serializer_field(self, auto_schema, direction):
+        field = self.target
+        number = {"type": "number"}
+        minimum = field.minimum if field.minimum is not None else Decimal(0)
+        number["minimum"] = float(minimum)
+        if field.positive:
+            number["exclusiveMinimum"] = True
+        if field.maximum is not None:
+            number["maximum"] = float(field.maximum)
+        description = (
+            f"Exact decimal: at most {field.integer_digits} digits before the point "
+            f"and {field.places} after it; more places are refused, never rounded."
+        )
+        if direction == "response":
+            return {**number, "description": description}
+        return {
+            "oneOf": [
+                number,
+                {
+                    "type": "string",
+                    "pattern": r"^\s*\+?([0-9]+(\.[0-9]*)?|\.[0-9]+)\s*$",
+                },
+            ],
+            "description": f"{description} A JSON number or an ASCII numeric string.",
+        }
 
 
 class ErrorSerializer(serializers.Serializer):
@@ -58,7 +98,9 @@ def error_responses(*statuses: int, **overrides: str) -> dict[int, OpenApiRespon
             description=kind,
             examples=[
                 OpenApiExample(
-                    kind, value={"error": kind, "message": message}, response_only=True,
+                    kind,
+                    value={"error": kind, "message": message},
+                    response_only=True,
                     status_codes=[str(status)],
                 )
             ],

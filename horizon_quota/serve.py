@@ -100,9 +100,18 @@ def main() -> int:
     connections.close_all()
     gunicorn = subprocess.Popen(
         [
-            sys.executable, "-m", "gunicorn", "horizon_quota.wsgi",
-            "--bind", bind, "--workers", workers,
-            "--access-logfile", "-", "--graceful-timeout", "10",
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "horizon_quota.wsgi",
+            "--bind",
+            bind,
+            "--workers",
+            workers,
+            "--access-logfile",
+            "-",
+            "--graceful-timeout",
+            "10",
         ],
         env=os.environ.copy(),
     )

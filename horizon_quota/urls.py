@@ -14,7 +14,11 @@ urlpatterns = [
     path("api/v1/", include("allocations.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api-docs/openapi.json", SpectacularJSONAPIView.as_view(), name="schema-json"),
-    path("swagger-ui/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path(
+        "swagger-ui/",
+        SpectacularSwaggerView.as_view(url_name="schema"),
+        name="swagger-ui",
+    ),
     path("admin/", admin.site.urls),
 ]
 

@@ -144,7 +144,9 @@ class QuotaAdmin(admin.ModelAdmin):
             return super().delete_view(request, object_id, extra_context)
         except ServiceError as exc:
             self.message_user(request, exc.message, level=messages.ERROR)
-            return HttpResponseRedirect(request.path.rsplit("/delete/", 1)[0] + "/change/")
+            return HttpResponseRedirect(
+                request.path.rsplit("/delete/", 1)[0] + "/change/"
+            )
 
     def delete_model(self, request, obj):
         services.quota_delete(quota_id=obj.pk)
@@ -152,7 +154,15 @@ class QuotaAdmin(admin.ModelAdmin):
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
-    list_display = ["name", "prefix", "role", "scope", "created_at", "expires_at", "revoked_at"]
+    list_display = [
+        "name",
+        "prefix",
+        "role",
+        "scope",
+        "created_at",
+        "expires_at",
+        "revoked_at",
+    ]
     list_filter = ["role"]
     search_fields = ["name", "prefix"]
     readonly_fields = ["prefix", "created_at", "last_used_at"]

@@ -44,7 +44,9 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
             return None
         parts = raw_key.split("_", 2)
         key = ApiKey.objects.filter(prefix=parts[1]).first()
-        if key is None or not hmac.compare_digest(key.key_hash, ApiKey.hash_key(raw_key)):
+        if key is None or not hmac.compare_digest(
+            key.key_hash, ApiKey.hash_key(raw_key)
+        ):
             return None
         return key
 

@@ -83,7 +83,9 @@ class Quota(models.Model):
     # Distance from the root; fixed at creation because parent_id never changes.
     # Locks are taken in (depth DESC, id) order: see allocations/locking.py.
     depth = models.PositiveSmallIntegerField(default=0, editable=False)
-    limit_value = models.DecimalField(max_digits=AMOUNT_DIGITS, decimal_places=AMOUNT_PLACES)
+    limit_value = models.DecimalField(
+        max_digits=AMOUNT_DIGITS, decimal_places=AMOUNT_PLACES
+    )
     soft_limit = models.DecimalField(
         max_digits=AMOUNT_DIGITS, decimal_places=AMOUNT_PLACES, null=True, blank=True
     )
@@ -126,14 +128,19 @@ class Quota(models.Model):
                 name="quotas_soft_limit_within_limit",
             ),
             models.CheckConstraint(
-                condition=Q(burst_limit__isnull=True) | Q(burst_limit__gte=F("limit_value")),
+                condition=Q(burst_limit__isnull=True)
+                | Q(burst_limit__gte=F("limit_value")),
                 name="quotas_burst_limit_above_limit",
             ),
             models.CheckConstraint(
-                condition=Q(overcommit_ratio__gte=1, overcommit_ratio__lte=Decimal("999.99")),
+                condition=Q(
+                    overcommit_ratio__gte=1, overcommit_ratio__lte=Decimal("999.99")
+                ),
                 name="quotas_overcommit_ratio_range",
             ),
-            models.CheckConstraint(condition=Q(used__gte=0), name="quotas_used_not_negative"),
+            models.CheckConstraint(
+                condition=Q(used__gte=0), name="quotas_used_not_negative"
+            ),
             models.CheckConstraint(
                 condition=Q(parent__isnull=True, depth=0)
                 | Q(parent__isnull=False, depth__gt=0),
@@ -143,7 +150,8 @@ class Quota(models.Model):
         indexes = [
             # Newest-first listing and its cursor.
             models.Index(fields=["-created_at", "-id"], name="quotas_created_idx"),
-            # Filter by entity_id alone (the unique constraint covers entity_type first).
+            # Filter by entity_id alone (the unique constraint leads with
+            # entity_type).
             models.Index(fields=["entity_id"], name="quotas_entity_id_idx"),
         ]
 

@@ -94,7 +94,9 @@ class QuotaSerializer(serializers.ModelSerializer):
 )
 class QuotaCreateSerializer(serializers.Serializer):
     entity_type = LowerChoiceField(choices=EntityType.values)
-    entity_id = serializers.CharField(min_length=1, max_length=255, trim_whitespace=False)
+    entity_id = serializers.CharField(
+        min_length=1, max_length=255, trim_whitespace=False
+    )
     resource_type = serializers.CharField(max_length=50)
     parent_id = serializers.UUIDField(required=False, allow_null=True, default=None)
     limit_value = AmountField()

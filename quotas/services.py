@@ -57,7 +57,9 @@ def _check_own_limits(
             f"({_amount(limit_value)})."
         ]
     if errors:
-        raise InvalidInput(" ".join(m for ms in errors.values() for m in ms), fields=errors)
+        raise InvalidInput(
+            " ".join(m for ms in errors.values() for m in ms), fields=errors
+        )
 
 
 def _check_fits_parent(*, parent: Quota, limit_value: Decimal, exclude_id=None) -> None:
@@ -76,7 +78,9 @@ def _check_fits_parent(*, parent: Quota, limit_value: Decimal, exclude_id=None) 
         raise InvalidInput(message, fields={"limit_value": [message]})
 
 
-def _check_holds_children(*, quota: Quota, limit_value: Decimal, ratio: Decimal) -> None:
+def _check_holds_children(
+    *, quota: Quota, limit_value: Decimal, ratio: Decimal
+) -> None:
     children = Quota.objects.filter(parent_id=quota.id)
     largest = max(children.values_list("limit_value", flat=True), default=None)
     if largest is not None and largest > limit_value:
@@ -107,7 +111,9 @@ def quota_create(
     overcommit_ratio: Decimal = Decimal("1"),
 ) -> Quota:
     rtype = resource_type_get(slug=resource_type)
-    _check_own_limits(limit_value=limit_value, soft_limit=soft_limit, burst_limit=burst_limit)
+    _check_own_limits(
+        limit_value=limit_value, soft_limit=soft_limit, burst_limit=burst_limit
+    )
 
     parent = None
     if parent_id is not None:
@@ -201,7 +207,9 @@ def quota_update(
     values = {field: getattr(quota, field) for field in UPDATABLE_FIELDS}
     values.update(changes)
     if values["limit_value"] is None:
-        raise InvalidInput("limit_value cannot be null.", fields={"limit_value": ["May not be null."]})
+        raise InvalidInput(
+            "limit_value cannot be null.", fields={"limit_value": ["May not be null."]}
+        )
     if values["overcommit_ratio"] is None:
         values["overcommit_ratio"] = Decimal("1")
     _check_own_limits(
@@ -214,7 +222,9 @@ def quota_update(
     if family_changed:
         parent = locked.get(quota.parent_id)
         if parent is not None and limit_value != quota.limit_value:
-            _check_fits_parent(parent=parent, limit_value=limit_value, exclude_id=quota.id)
+            _check_fits_parent(
+                parent=parent, limit_value=limit_value, exclude_id=quota.id
+            )
         _check_holds_children(quota=quota, limit_value=limit_value, ratio=ratio)
         # Only a lowering needs force: after a forced lowering, usage may sit above
         # the limit, and raising the limit part of the way back must not need it.
@@ -250,13 +260,14 @@ def quota_delete(*, quota_id: UUID) -> None:
         raise Conflict(f"Quota {quota_id} has child quotas; delete them first.")
     # Allocations insert their row before they lock the quota: one still in flight
     # finds the quota gone when it reaches it and undoes itself.
-    if quota.used > 0 or Allocation.objects.filter(
-        quota_id=quota_id, status=AllocationStatus.ACTIVE
-    ).exists():
+    if (
+        quota.used > 0
+        or Allocation.objects.filter(
+            quota_id=quota_id, status=AllocationStatus.ACTIVE
+        ).exists()
+    ):
         raise Conflict(f"Quota {quota_id} has active allocations in its subtree.")
     quota.delete()
-
-
 
 
 def api_key_create(
@@ -268,7 +279,9 @@ def api_key_create(
 ) -> tuple[ApiKey, str]:
     """Create a key; return it with the raw secret, which is never stored."""
     if role not in ApiKeyRole.values:
-        raise InvalidInput(f"Unknown role {role!r}; valid: {', '.join(ApiKeyRole.values)}.")
+        raise InvalidInput(
+            f"Unknown role {role!r}; valid: {', '.join(ApiKeyRole.values)}."
+        )
     if not name or not name.strip():
         raise InvalidInput("A key needs a name.")
     scope = None

@@ -1,7 +1,11 @@
 from django.db import DatabaseError, connection
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import generics, permissions, serializers, status
-from rest_framework.decorators import api_view, authentication_classes, permission_classes
+from rest_framework.decorators import (
+    api_view,
+    authentication_classes,
+    permission_classes,
+)
 from rest_framework.response import Response
 
 from horizon_quota.schema import error_responses
@@ -27,7 +31,8 @@ FORCE_PARAMETER = OpenApiParameter(
     auth=[],
     responses={
         200: inline_serializer(
-            "Health", {"status": serializers.CharField(), "database": serializers.CharField()}
+            "Health",
+            {"status": serializers.CharField(), "database": serializers.CharField()},
         ),
         **error_responses(503),
     },
@@ -87,9 +92,14 @@ class QuotaListCreateView(generics.GenericAPIView):
         responses={
             201: QuotaSerializer,
             **error_responses(
-                400, 401, 403, 409, 415,
+                400,
+                401,
+                403,
+                409,
+                415,
                 kind_409="already_exists",
-                message_409="A gpu_hours quota for team 'acme-research' already exists.",
+                message_409="A gpu_hours quota for team 'acme-research' already "
+                "exists.",
             ),
         },
     )
@@ -134,15 +144,22 @@ class QuotaDetailView(generics.GenericAPIView):
         "responses": {
             200: QuotaSerializer,
             **error_responses(
-                400, 401, 403, 404, 409, 415,
+                400,
+                401,
+                403,
+                404,
+                409,
+                415,
                 message_409="The new effective limit (10) is below current usage (12); "
                 "resend with force=true to lower it anyway.",
             ),
         },
     }
 
-    @extend_schema(summary="Update a quota (partial: absent fields are unchanged)",
-                   **_update_schema)
+    @extend_schema(
+        summary="Update a quota (partial: absent fields are unchanged)",
+        **_update_schema,
+    )
     def put(self, request, quota_id):
         return self._update(request)
 
@@ -156,7 +173,10 @@ class QuotaDetailView(generics.GenericAPIView):
         responses={
             204: None,
             **error_responses(
-                401, 403, 404, 409,
+                401,
+                403,
+                404,
+                409,
                 message_409="Quota has child quotas; delete them first.",
             ),
         },

@@ -81,5 +81,3 @@ def release_root_first(*, allocation_id):
         allocation.released_at = timezone.now()
         allocation.save(update_fields=["status", "released_at"])
     return allocation
-
-

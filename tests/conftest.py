@@ -42,10 +42,16 @@ def tree(db):
     """org (limit 100) → team (60) → user (30), on gpu_hours."""
     org = QuotaFactory(entity_id="acme", limit_value=Decimal("100"))
     team = QuotaFactory(
-        entity_type=EntityType.TEAM, entity_id="research", parent=org, limit_value=Decimal("60")
+        entity_type=EntityType.TEAM,
+        entity_id="research",
+        parent=org,
+        limit_value=Decimal("60"),
     )
     user = QuotaFactory(
-        entity_type=EntityType.USER, entity_id="alice", parent=team, limit_value=Decimal("30")
+        entity_type=EntityType.USER,
+        entity_id="alice",
+        parent=team,
+        limit_value=Decimal("30"),
     )
     return org, team, user
 

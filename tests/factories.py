@@ -17,7 +17,9 @@ class QuotaFactory(factory.django.DjangoModelFactory):
 
     entity_type = EntityType.ORGANIZATION
     entity_id = factory.Sequence(lambda n: f"entity-{n}")
-    resource_type = factory.LazyFunction(lambda: ResourceType.objects.get(slug="gpu_hours"))
+    resource_type = factory.LazyFunction(
+        lambda: ResourceType.objects.get(slug="gpu_hours")
+    )
     parent = None
     depth = factory.LazyAttribute(lambda o: o.parent.depth + 1 if o.parent else 0)
     limit_value = Decimal("100")

@@ -55,7 +55,10 @@ THREADS_A, PER_THREAD_A = 32, 20
 def _fill_the_team(allocate):
     org = QuotaFactory(entity_id="org", limit_value=Decimal("1000"))
     team = QuotaFactory(
-        entity_type=EntityType.TEAM, entity_id="team", parent=org, limit_value=Decimal("100")
+        entity_type=EntityType.TEAM,
+        entity_id="team",
+        parent=org,
+        limit_value=Decimal("100"),
     )
     # Users' caps add up to 960, so the team is the level that binds.
     users = [_user(team, f"user-{i}") for i in range(THREADS_A)]
@@ -104,7 +107,9 @@ def test_a_broken_check_then_write_overfills_the_team():
 
 def _release_many_times(release):
     org = QuotaFactory(limit_value=Decimal("100"))
-    team = QuotaFactory(entity_type=EntityType.TEAM, parent=org, limit_value=Decimal("50"))
+    team = QuotaFactory(
+        entity_type=EntityType.TEAM, parent=org, limit_value=Decimal("50")
+    )
     user = _user(team, "u", limit="10", ratio="1")
     allocation = services.allocation_create(
         entity_type="user",
@@ -144,7 +149,9 @@ def test_b_broken_release_succeeds_more_than_once():
 
 def _same_allocate_many_times(allocate):
     org = QuotaFactory(limit_value=Decimal("100"))
-    team = QuotaFactory(entity_type=EntityType.TEAM, parent=org, limit_value=Decimal("50"))
+    team = QuotaFactory(
+        entity_type=EntityType.TEAM, parent=org, limit_value=Decimal("50")
+    )
     _user(team, "u", limit="10", ratio="1")
     job_id = uuid.uuid4()
 
@@ -240,7 +247,9 @@ def _mixed_traffic(allocate, release, seconds, threads=8):
                 counts["denied"] += 1
                 continue
             allocation = getattr(result, "allocation", result)
-            held.append(allocation["id"] if isinstance(allocation, dict) else allocation.id)
+            held.append(
+                allocation["id"] if isinstance(allocation, dict) else allocation.id
+            )
             counts["granted"] += 1
         return counts
 

@@ -26,8 +26,10 @@ def unlocked(monkeypatch):
     """Replace the lock with a plain read followed by a pause: check-then-write."""
 
     def read_without_lock(quota_ids):
-        rows = {q.id: q for q in Quota.objects.filter(id__in=[i for i in quota_ids if i])}
-        time.sleep(0.05)
+        rows = {
+            q.id: q for q in Quota.objects.filter(id__in=[i for i in quota_ids if i])
+        }
+        time.sleep(0.2)
         return rows
 
     monkeypatch.setattr(services, "lock_quotas", read_without_lock)
@@ -94,14 +96,20 @@ def test_lowering_a_parent_while_children_rise_keeps_the_family_consistent():
 
     def work(index):
         if index == THREADS - 1:
-            return services.quota_update(quota_id=org.id, changes={"limit_value": Decimal("80")})
-        return services.quota_update(quota_id=teams[index].id, changes={"limit_value": Decimal("15")})
+            return services.quota_update(
+                quota_id=org.id, changes={"limit_value": Decimal("80")}
+            )
+        return services.quota_update(
+            quota_id=teams[index].id, changes={"limit_value": Decimal("15")}
+        )
 
     run_in_threads(THREADS, work)
 
     org.refresh_from_db()
     assert _children_sum(org) <= org.effective_limit
-    assert all(t.limit_value <= org.limit_value for t in Quota.objects.filter(parent=org))
+    assert all(
+        t.limit_value <= org.limit_value for t in Quota.objects.filter(parent=org)
+    )
 
 
 def test_broken_variant_without_the_lock_overfills_on_create(unlocked):

@@ -249,6 +249,9 @@ DROP FUNCTION IF EXISTS hq_cap(numeric, numeric, numeric, boolean);
 
 
 class Migration(migrations.Migration):
-    dependencies = [("allocations", "0001_initial"), ("quotas", "0002_builtin_resource_types")]
+    dependencies = [
+        ("allocations", "0001_initial"),
+        ("quotas", "0002_builtin_resource_types"),
+    ]
 
     operations = [migrations.RunSQL(FUNCTIONS, DROP)]

@@ -19,7 +19,9 @@ def create_builtin(apps, schema_editor):
 
 def remove_builtin(apps, schema_editor):
     ResourceType = apps.get_model("quotas", "ResourceType")
-    ResourceType.objects.filter(slug__in=[b[0] for b in BUILTIN], quotas__isnull=True).delete()
+    ResourceType.objects.filter(
+        slug__in=[b[0] for b in BUILTIN], quotas__isnull=True
+    ).delete()
 
 
 class Migration(migrations.Migration):

@@ -10,7 +10,8 @@ class Command(BaseCommand):
     help = (
         "Verify promise P2 over the whole database (or one subtree): every quota's "
         "`used` equals the sum of the active allocations in its subtree. Prints each "
-        "drift; exits 1 when any is found, 0 when the books are exact, 2 on error. Read-only."
+        "drift; exits 1 when any is found, 0 when the books are exact, 2 on error. "
+        "Read-only."
     )
 
     def add_arguments(self, parser):

@@ -15,15 +15,22 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("name", help="A label for the key, e.g. the scheduler's name.")
+        parser.add_argument(
+            "name", help="A label for the key, e.g. the scheduler's name."
+        )
         parser.add_argument(
             "--role", required=True, choices=ApiKeyRole.values, type=str.lower
         )
         parser.add_argument(
-            "--scope", metavar="QUOTA_ID", help="Confine the key to this quota's subtree."
+            "--scope",
+            metavar="QUOTA_ID",
+            help="Confine the key to this quota's subtree.",
         )
         parser.add_argument(
-            "--expires-in", metavar="DAYS", type=int, help="Expire the key after DAYS days."
+            "--expires-in",
+            metavar="DAYS",
+            type=int,
+            help="Expire the key after DAYS days.",
         )
 
     def handle(self, *args, name, role, scope, expires_in, **options):
@@ -46,7 +53,11 @@ class Command(BaseCommand):
         self.stdout.write(
             f"Created API key {key.name!r} (role {key.role}"
             + (f", scope {key.scope_id}" if key.scope_id else "")
-            + (f", expires {key.expires_at:%Y-%m-%dT%H:%M:%SZ}" if key.expires_at else "")
+            + (
+                f", expires {key.expires_at:%Y-%m-%dT%H:%M:%SZ}"
+                if key.expires_at
+                else ""
+            )
             + "). Store it now; it is not shown again:"
         )
         self.stdout.write(raw_key)

@@ -1,4 +1,3 @@
-
 from django.core.management.base import BaseCommand
 
 from quotas.demo import seed_demo
@@ -7,7 +6,8 @@ from quotas.demo import seed_demo
 class Command(BaseCommand):
     help = (
         "Load the demo hierarchy: one organization, two teams, four users, a quota for "
-        "each of the five built-in resource types. Idempotent: existing quotas are kept."
+        "each of the five built-in resource types. Idempotent: existing quotas are "
+        "kept."
     )
 
     def handle(self, *args, **options):
@@ -15,5 +15,3 @@ class Command(BaseCommand):
         self.stdout.write(
             f"Demo hierarchy: {created} quotas created, {existing} already present."
         )
-
-
