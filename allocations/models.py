@@ -24,6 +24,7 @@ class Allocation(models.Model):
         Quota,
         on_delete=models.DO_NOTHING,
         db_constraint=False,
+        db_index=False,  # the composite indexes below lead with quota_id
         related_name="allocations",
     )
     entity_type = models.CharField(max_length=12, choices=EntityType.choices)
@@ -108,12 +109,17 @@ class UsageHistory(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     quota = models.ForeignKey(
-        Quota, on_delete=models.DO_NOTHING, db_constraint=False, related_name="history"
+        Quota,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        db_index=False,  # history_quota_idx leads with quota_id
+        related_name="history",
     )
     allocation = models.ForeignKey(
         Allocation,
         on_delete=models.DO_NOTHING,
         db_constraint=False,
+        db_index=False,  # no query reads history by allocation; one index less to write
         null=True,
         related_name="history",
     )
@@ -142,7 +148,6 @@ class UsageHistory(models.Model):
             models.Index(
                 fields=["quota", "-timestamp", "-id"], name="history_quota_idx"
             ),
-            models.Index(fields=["allocation"], name="history_allocation_idx"),
         ]
 
     def __str__(self):

@@ -94,7 +94,7 @@ def _amount(value: Decimal) -> str:
 def _call(function: str, *params) -> dict[str, Any]:
     placeholders = ", ".join(["%s"] * len(params))
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT {function}({placeholders})", params)
+        cursor.execute(f"SELECT {function}({placeholders})::text", params)
         raw = cursor.fetchone()[0]
     return json.loads(raw, parse_float=Decimal)
 

@@ -15,6 +15,7 @@ from allocations.serializers import (
     CheckResultSerializer,
     HistorySerializer,
     RenewSerializer,
+    allocation_body,
 )
 from horizon_quota.api import LinkHeaderCursorPagination
 from horizon_quota.schema import error_responses
@@ -49,7 +50,7 @@ def _with_current_levels(result, request: dict):
 
 
 def _grant_body(result) -> dict:
-    body = AllocationSerializer(result.allocation).data
+    body = allocation_body(result.allocation)
     body["warnings"] = result.warnings
     body["levels"] = [level.as_dict() for level in result.levels]
     return body
@@ -148,7 +149,7 @@ class AllocationDetailView(generics.GenericAPIView):
     )
     def delete(self, request, allocation_id):
         allocation = services.allocation_release(allocation_id=allocation_id)
-        return Response(AllocationSerializer(allocation).data)
+        return Response(allocation_body(allocation))
 
 
 class AllocationRenewView(generics.GenericAPIView):

@@ -28,6 +28,7 @@ import contextlib
 import http.client
 import json
 import os
+import resource
 import shutil
 import socket
 import statistics
@@ -37,6 +38,8 @@ import tempfile
 import time
 from decimal import Decimal
 from pathlib import Path
+
+import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -147,9 +150,38 @@ def check_invariants():
 WRK_SCRIPT = Path(__file__).resolve().parent / "wrk_allocate.lua"
 
 
+def _cpu_by_pid() -> dict[int, float]:
+    """CPU seconds of gunicorn (master and workers) and of every postgres process."""
+    app_pids = {_GUNICORN_PID}
+    app_pids |= {p.pid for p in psutil.Process(_GUNICORN_PID).children(recursive=True)}
+    usage = {}
+    for process in psutil.process_iter(["name", "cpu_times"]):
+        if process.pid in app_pids or process.info["name"] == "postgres":
+            times = process.info["cpu_times"]
+            if times is not None:
+                key = ("app" if process.pid in app_pids else "db", process.pid)
+                usage[key] = times.user + times.system
+    return usage
+
+
+def _cpu_delta(before, after, side) -> float:
+    # Processes born during the phase (new database backends) count in full.
+    return sum(
+        seconds - before.get(key, 0.0)
+        for key, seconds in after.items()
+        if key[0] == side
+    )
+
+
+_GUNICORN_PID = None
+
+
 def drive(port, key, mode, users, seconds, clients, threads):
     """Run one phase with wrk (a C load generator: the client must not be what is
-    measured) and return its counters."""
+    measured) and return its counters, with the CPU time the application, the
+    database and the client spent per request."""
+    cpu_before = _cpu_by_pid()
+    client_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
         env = {
             **os.environ,
@@ -176,6 +208,21 @@ def drive(port, key, mode, users, seconds, clients, threads):
             timeout=seconds + 120,
         )
         result = json.loads(Path(out.name).read_text())
+    client_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    requests = max(result["requests"], 1)
+    cpu_after = _cpu_by_pid()
+    result["app_cpu_ms"] = 1000 * _cpu_delta(cpu_before, cpu_after, "app") / requests
+    result["db_cpu_ms"] = 1000 * _cpu_delta(cpu_before, cpu_after, "db") / requests
+    result["client_cpu_ms"] = (
+        1000
+        * (
+            client_after.ru_utime
+            + client_after.ru_stime
+            - client_before.ru_utime
+            - client_before.ru_stime
+        )
+        / requests
+    )
     seconds = result["seconds"]
     result["rate"] = result["requests"] / seconds
     result["allocations_per_s"] = result["allocated"] / seconds
@@ -291,6 +338,8 @@ def main():
             env={**os.environ, "DJANGO_SETTINGS_MODULE": "benchmarks.settings"},
         )
         wait_for(port)
+        global _GUNICORN_PID
+        _GUNICORN_PID = gunicorn.pid
         n, t, w = args.clients, int(args.seconds), args.wrk_threads
         print(
             f"clients={n} seconds={t} gunicorn sync workers={args.workers} "
@@ -306,6 +355,10 @@ def main():
             invariants[name] = check_invariants()
             connection.close()
 
+        # The baseline again, last: the ratios use the mean of both, so a drift of
+        # the machine during the run does not favour either side.
+        rows["trivial again"] = drive(port, key, "trivial", hot_users, t, n, w)
+
         window = None
         if commit_timestamps:
             window = probe_lock_window(
@@ -319,10 +372,12 @@ def main():
             gunicorn.wait(timeout=30)
         cleanup_db()
 
-    trivial = rows["trivial"]["rate"]
+    trivial = (rows["trivial"]["rate"] + rows["trivial again"]["rate"]) / 2
     print(
         f"\n{'phase':<14}{'req/s':>9}{'alloc/s':>9}{'release/s':>10}{'p50 ms':>9}"
         f"{'p99 ms':>9}{'errors':>8}{'alloc/s ÷ trivial':>19}"
+        f"{'CPU ms/req app':>16}{'db':>6}{'client':>8}\n"
+        f"(trivial = mean of the two baseline phases: {trivial:.1f} req/s)"
     )
     for name, row in rows.items():
         print(
@@ -330,6 +385,8 @@ def main():
             f"{row['releases_per_s']:>10.1f}{row['p50_ms']:>9.2f}{row['p99_ms']:>9.2f}"
             f"{row['failed'] + row['refused']:>8}"
             f"{row['allocations_per_s'] / trivial:>19.3f}"
+            f"{row['app_cpu_ms']:>16.2f}{row['db_cpu_ms']:>6.2f}"
+            f"{row['client_cpu_ms']:>8.2f}"
         )
     hot, spread = rows["hot"]["allocations_per_s"], rows["spread"]["allocations_per_s"]
     print(f"\nhot ÷ spread (allocations/s) = {hot / spread:.3f}")

@@ -16,6 +16,7 @@ from django.core.exceptions import (
     SuspiciousOperation,
 )
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import InterfaceError, OperationalError
 from django.db.models import Field, Q
 from django.http import Http404, JsonResponse
 from django.utils import timezone
@@ -95,6 +96,14 @@ def exception_handler(exc, context):
     elif isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(
             exc.message_dict if hasattr(exc, "error_dict") else exc.messages
+        )
+    if isinstance(exc, OperationalError | InterfaceError):
+        # The database is down or the connection broke: a retryable 503, not a bug.
+        logger.warning("database unavailable: %s", exc.__class__.__name__)
+        return Response(
+            error_body("unavailable", "The database is unavailable; retry shortly."),
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": "1"},
         )
     if not isinstance(exc, exceptions.APIException):
         # Unhandled: log it with its traceback, answer without one.

@@ -13,6 +13,9 @@ import pytest
 @pytest.hookimpl(tryfirst=True)
 def pytest_load_initial_conftests(early_config, parser, args):
     os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production")
+    # Tests revoke and expire keys between requests: look keys up every time
+    # (tests/test_api_key_cache.py covers the cache itself).
+    os.environ.setdefault("API_KEY_CACHE_SECONDS", "0")
     if not os.environ.get("DATABASE_URL"):
         from horizon_quota import embedded
 

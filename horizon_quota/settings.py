@@ -35,6 +35,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django.contrib.postgres",
     "rest_framework",
     "django_filters",
     "drf_spectacular",
@@ -90,6 +91,10 @@ if _database.get("ENGINE") != "django.db.backends.postgresql":
 # Persistent connections: opening one per request makes every call 2-4x slower.
 _database["CONN_MAX_AGE"] = env_int("CONN_MAX_AGE", 60, minimum=0)
 _database["CONN_HEALTH_CHECKS"] = True
+# Our backend skips the health check's round trip for a connection seen healthy
+# this recently (see horizon_quota/postgresql/base.py); 0 checks every request.
+_database["ENGINE"] = "horizon_quota.postgresql"
+DATABASE_HEALTH_CHECK_DELAY = env_int("DATABASE_HEALTH_CHECK_DELAY", 10, minimum=0)
 _database["ATOMIC_REQUESTS"] = False
 _database.setdefault("OPTIONS", {})
 _database["OPTIONS"]["connect_timeout"] = env_int(
@@ -152,6 +157,9 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {},
 }
 
+# How long a process trusts an API key it has verified before looking it up again;
+# a revocation takes effect within this many seconds. 0 looks keys up every time.
+API_KEY_CACHE_SECONDS = env_int("API_KEY_CACHE_SECONDS", 10, minimum=0)
 API_PAGE_SIZE = env_int("API_PAGE_SIZE", 100, minimum=1)
 API_MAX_PAGE_SIZE = env_int("API_MAX_PAGE_SIZE", 1000, minimum=1)
 

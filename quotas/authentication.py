@@ -1,6 +1,8 @@
 import hmac
 import re
+import time
 
+from django.conf import settings
 from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
@@ -11,6 +13,18 @@ KEYWORD = "Api-Key"
 # hq_<prefix>_<secret>: the prefix is at most ApiKey.prefix's 16 characters, the
 # secret is URL-safe base64 (see ApiKey.generate).
 _KEY_SHAPE = re.compile(rf"{KEY_PREFIX}_[0-9A-Za-z]{{1,16}}_[0-9A-Za-z_-]{{1,256}}")
+
+
+# Keys verified recently, by the SHA-256 of the raw key: the lookup would otherwise be
+# a database round trip on every call, as costly here as half an allocation. Expiry
+# is still checked on every request (expires_at is in the cached row); a revocation
+# reaches a process within API_KEY_CACHE_SECONDS. Per process, bounded in size.
+_verified: dict[str, tuple[float, ApiKey]] = {}
+_VERIFIED_MAX = 4096
+
+
+def forget_verified_keys() -> None:
+    _verified.clear()
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):
@@ -25,7 +39,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
             raise exceptions.AuthenticationFailed(
                 f"Use the header 'Authorization: {KEYWORD} <key>'."
             )
-        key = self.key_for(raw_key.strip())
+        key = self._cached_key_for(raw_key.strip())
         if key is None:
             raise exceptions.AuthenticationFailed("Invalid API key.")
         now = timezone.now()
@@ -34,6 +48,22 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         if key.expires_at is not None and key.expires_at <= now:
             raise exceptions.AuthenticationFailed("This API key has expired.")
         return (None, key)
+
+    def _cached_key_for(self, raw_key: str) -> ApiKey | None:
+        ttl = settings.API_KEY_CACHE_SECONDS
+        if ttl <= 0:
+            return self.key_for(raw_key)
+        digest = ApiKey.hash_key(raw_key)
+        cached = _verified.get(digest)
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < ttl:
+            return cached[1]
+        key = self.key_for(raw_key)
+        if key is not None:  # only verified keys: unknown ones cannot fill the cache
+            if len(_verified) >= _VERIFIED_MAX:
+                _verified.clear()
+            _verified[digest] = (now, key)
+        return key
 
     @staticmethod
     def key_for(raw_key: str) -> ApiKey | None:

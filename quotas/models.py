@@ -3,6 +3,7 @@ import secrets
 import uuid
 from decimal import Decimal
 
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.db.models import F, Q
 from django.db.models.functions import Now
@@ -83,6 +84,10 @@ class Quota(models.Model):
     # Distance from the root; fixed at creation because parent_id never changes.
     # Locks are taken in (depth DESC, id) order: see allocations/locking.py.
     depth = models.PositiveSmallIntegerField(default=0, editable=False)
+    # The quota's id followed by its ancestors' ids, leaf first: the allocation
+    # path, read with the quota in one index lookup. Fixed at creation, like
+    # parent_id and depth (a database check keeps path[1] = id and its length).
+    path = ArrayField(models.UUIDField(), default=list, editable=False)
     limit_value = models.DecimalField(
         max_digits=AMOUNT_DIGITS, decimal_places=AMOUNT_PLACES
     )

@@ -19,10 +19,8 @@ def quota_get(*, quota_id: UUID) -> Quota:
 
 def quota_path(*, quota: Quota) -> list[Quota]:
     """The quota and its ancestors, leaf first."""
-    path = [quota]
-    while path[-1].parent_id is not None:
-        path.append(Quota.objects.get(id=path[-1].parent_id))
-    return path
+    by_id = {q.id: q for q in Quota.objects.filter(id__in=quota.path)}
+    return [by_id[quota_id] for quota_id in quota.path]
 
 
 def children_limit_sum(*, parent_id: UUID, exclude_id: UUID | None = None):

@@ -14,6 +14,7 @@ Django admin calls them inside its own transaction; the locks are then held unti
 admin's commit, which is still one short transaction.
 """
 
+import uuid
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -152,12 +153,15 @@ def quota_create(
             f"A {rtype.slug} quota for {entity_type} {entity_id!r} already exists."
         )
 
+    quota_id = uuid.uuid4()
     quota = Quota(
+        id=quota_id,
         entity_type=entity_type,
         entity_id=entity_id,
         resource_type=rtype,
         parent=parent,
         depth=parent.depth + 1 if parent else 0,
+        path=[quota_id, *parent.path] if parent else [quota_id],
         limit_value=limit_value,
         soft_limit=soft_limit,
         burst_limit=burst_limit,

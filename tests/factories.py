@@ -1,3 +1,4 @@
+import uuid
 from decimal import Decimal
 
 import factory
@@ -21,7 +22,9 @@ class QuotaFactory(factory.django.DjangoModelFactory):
         lambda: ResourceType.objects.get(slug="gpu_hours")
     )
     parent = None
+    id = factory.LazyFunction(uuid.uuid4)
     depth = factory.LazyAttribute(lambda o: o.parent.depth + 1 if o.parent else 0)
+    path = factory.LazyAttribute(lambda o: [o.id, *(o.parent.path if o.parent else [])])
     limit_value = Decimal("100")
     overcommit_ratio = Decimal("1")
 

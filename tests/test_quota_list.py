@@ -2,6 +2,7 @@
 
 import base64
 import re
+import uuid
 from datetime import timedelta
 from decimal import Decimal
 from urllib.parse import parse_qs, urlsplit
@@ -46,14 +47,17 @@ def _quotas_created_in_order(count: int) -> list[Quota]:
 
 
 def _bulk_quotas(count: int, prefix: str = "bulk") -> None:
+    ids = [uuid.uuid4() for _ in range(count)]
     Quota.objects.bulk_create(
         Quota(
+            id=quota_id,
+            path=[quota_id],
             entity_type=EntityType.ORGANIZATION,
             entity_id=f"{prefix}-{index}",
             resource_type_id="gpu_hours",
             limit_value=Decimal("1"),
         )
-        for index in range(count)
+        for index, quota_id in enumerate(ids)
     )
 
 
