@@ -20,7 +20,7 @@ from typing import Any
 from uuid import UUID
 
 from django.db import connection
-from django.db.models import F
+from django.db.models import F, Q
 from django.db.models.functions import Now
 from django.utils.dateparse import parse_datetime
 
@@ -265,8 +265,11 @@ def allocation_expire(*, allocation_id: UUID) -> dict[str, Any]:
 def allocation_renew(*, allocation_id: UUID, ttl_seconds: int) -> Allocation:
     """Extend an active allocation's lease to ``ttl_seconds`` from now (database
     clock). Touches no quota row."""
+    # A lease that has run out is over, even before the sweeper releases it.
     renewed = Allocation.objects.filter(
-        id=allocation_id, status=AllocationStatus.ACTIVE
+        Q(expires_at__isnull=True) | Q(expires_at__gt=Now()),
+        id=allocation_id,
+        status=AllocationStatus.ACTIVE,
     ).update(
         expires_at=Now() + timedelta(seconds=ttl_seconds),
         version=F("version") + 1,
@@ -275,6 +278,10 @@ def allocation_renew(*, allocation_id: UUID, ttl_seconds: int) -> Allocation:
         current = Allocation.objects.filter(id=allocation_id).only("status").first()
         if current is None:
             raise NotFound(f"Allocation {allocation_id} not found.")
+        if current.status == AllocationStatus.ACTIVE:
+            raise Conflict(
+                f"Allocation {allocation_id}'s lease has run out; allocate again."
+            )
         raise AlreadyReleased(
             f"Allocation {allocation_id} is {current.status}; only an active one can "
             "be renewed."

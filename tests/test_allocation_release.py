@@ -408,3 +408,17 @@ def test_history_rows_keep_the_entity_identity_of_every_operation(
         assert (row.resource_type, row.allocated_value) == ("gpu_hours", 3)
         assert str(row.job_id) == expired["job_id"]
     assert _used(user, team, org) == [0, 0, 0]
+
+
+def test_a_lease_that_has_run_out_cannot_be_renewed(scheduler_client, tree):
+    created = _allocate(scheduler_client, ttl_seconds=60)
+    Allocation.objects.filter(id=created["id"]).update(
+        expires_at=F("allocated_at") - timedelta(seconds=1)
+    )
+    before = _books()
+
+    response = _renew(scheduler_client, created["id"], {"ttl_seconds": 600})
+
+    _assert_error(response, 409, "conflict")
+    assert "run out" in response.json()["message"]
+    _assert_unchanged(before)

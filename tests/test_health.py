@@ -28,3 +28,55 @@ def test_health_answers_503_when_the_database_is_unreachable(api_client):
     body = response.json()
     assert body["error"] == "unavailable"
     assert body["database"] == "unreachable"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_api_call_answers_503_unavailable_when_the_database_is_down(
+    admin_client_api,
+):
+    original = dict(connection.settings_dict)
+    connection.close()
+    connection.settings_dict["HOST"] = "/nonexistent-socket-dir"
+    try:
+        response = admin_client_api.get("/api/v1/quotas")
+    finally:
+        connection.close()
+        connection.settings_dict.clear()
+        connection.settings_dict.update(original)
+
+    assert response.status_code == 503
+    assert response.json()["error"] == "unavailable"
+    assert response["Retry-After"] == "1"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_recently_healthy_connection_skips_the_check_but_a_broken_one_is_replaced(
+    settings,
+):
+    settings.DATABASE_HEALTH_CHECK_DELAY = 60
+    connection.ensure_connection()
+    connection.close_if_unusable_or_obsolete()  # end of a healthy request
+    first = connection.connection
+
+    connection.close_if_health_check_failed()  # start of the next request
+    assert connection.connection is first  # trusted: no round trip, kept
+
+    connection.health_check_done = False
+    first.close()  # the server side went away; psycopg knows it is closed
+    connection.close_if_health_check_failed()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    assert connection.connection is not first  # checked, closed, reconnected
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_old_connection_is_checked_again(settings):
+    settings.DATABASE_HEALTH_CHECK_DELAY = 60
+    connection.ensure_connection()
+    connection.healthy_at = float("-inf")  # last seen healthy long ago
+    connection.health_check_done = False
+
+    connection.close_if_health_check_failed()
+
+    assert connection.health_check_done
+    assert connection.healthy_at > float("-inf")
