@@ -85,6 +85,8 @@ def main() -> int:
         argv = [str(PYTHON), "-m", "horizon_quota.serve", *args]
     elif command == "test":
         ensure_venv("requirements-dev.txt")
+        # The admin's browser test drives Debian's chromium.
+        ensure_debian_package("chromium", "chromium")
         argv = [str(PYTHON), "-m", "pytest", *args]
     else:
         ensure_venv("requirements-dev.txt")

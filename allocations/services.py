@@ -27,6 +27,7 @@ from django.utils.dateparse import parse_datetime
 from allocations.exceptions import AlreadyReleased, Conflict, NotFound, QuotaExceeded
 from allocations.models import Allocation, AllocationStatus
 from horizon_quota.fields import normalize_amount as _dec
+from horizon_quota.observability import ALLOCATION_OUTCOMES
 from quotas.selectors import resource_type_get
 
 
@@ -200,6 +201,7 @@ def allocation_create(
         ttl_seconds,
     )
     kind = outcome["outcome"]
+    ALLOCATION_OUTCOMES.labels(kind if kind != "no_quota" else "not_found").inc()
     if kind == "granted":
         levels = [Level.from_json(raw) for raw in outcome["levels"]]
         return AllocationResult(
@@ -240,6 +242,8 @@ def allocation_create(
 def _release(allocation_id: UUID, status: str, only_expired: bool) -> dict[str, Any]:
     outcome = _call("hq_release", allocation_id, status, only_expired)
     kind = outcome["outcome"]
+    if kind == "released":
+        ALLOCATION_OUTCOMES.labels(status).inc()
     if kind == "not_found":
         raise NotFound(f"Allocation {allocation_id} not found.")
     if kind == "already_released":

@@ -29,6 +29,7 @@ from rest_framework.utils.encoders import JSONEncoder
 from rest_framework.utils.urls import replace_query_param
 
 from horizon_quota.errors import ServiceError
+from horizon_quota.observability import DATABASE_ERRORS
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +101,7 @@ def exception_handler(exc, context):
     if isinstance(exc, OperationalError | InterfaceError):
         # The database is down or the connection broke: a retryable 503, not a bug.
         logger.warning("database unavailable: %s", exc.__class__.__name__)
+        DATABASE_ERRORS.labels(exc.__class__.__name__).inc()
         return Response(
             error_body("unavailable", "The database is unavailable; retry shortly."),
             status=status.HTTP_503_SERVICE_UNAVAILABLE,

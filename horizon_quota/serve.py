@@ -13,6 +13,7 @@
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -94,6 +95,12 @@ def main() -> int:
         flush=True,
     )
 
+    # gunicorn's workers are processes: they share metric samples through files.
+    metrics_dir = BASE_DIR / "var" / "prometheus"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+
     from django.db import connections
 
     # gunicorn's workers open their own connections; do not hold one here.
@@ -108,8 +115,7 @@ def main() -> int:
             bind,
             "--workers",
             workers,
-            "--access-logfile",
-            "-",
+            # Our middleware logs every request as JSON with its id.
             "--graceful-timeout",
             "10",
         ],

