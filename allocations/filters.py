@@ -2,36 +2,14 @@ import django_filters
 from rest_framework.exceptions import ValidationError
 
 from allocations.models import AllocationStatus, HistoryOperation
-
-
-class LowerChoiceFilter(django_filters.CharFilter):
-    """A case-insensitive choice; an unknown value is a 400 naming the valid ones."""
-
-    def __init__(self, *args, choices, **kwargs):
-        self.valid = list(choices)
-        super().__init__(*args, **kwargs)
-
-    def filter(self, qs, value):
-        if value in (None, ""):
-            return qs
-        value = value.strip().lower()
-        if value not in self.valid:
-            raise ValidationError(
-                {self.field_name: [f"Must be one of: {', '.join(self.valid)}."]}
-            )
-        return super().filter(qs, value)
+from quotas.filters import LowerChoiceFilter, ResourceTypeFilter
 
 
 class AllocationFilter(django_filters.FilterSet):
     job_id = django_filters.UUIDFilter(field_name="job_id")
     status = LowerChoiceFilter(field_name="status", choices=AllocationStatus.values)
     entity_id = django_filters.CharFilter(field_name="entity_id")
-    resource_type = django_filters.CharFilter(
-        field_name="resource_type", method="filter_resource_type"
-    )
-
-    def filter_resource_type(self, queryset, name, value):
-        return queryset.filter(resource_type=value.strip().lower())
+    resource_type = ResourceTypeFilter(field_name="resource_type")
 
 
 class QuotaAllocationFilter(django_filters.FilterSet):

@@ -1,10 +1,10 @@
 import uuid
 
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 from django.db.models.functions import Now
 
-from quotas.models import AMOUNT_DIGITS, AMOUNT_PLACES, EntityType, Quota
+from quotas.models import AMOUNT_DIGITS, AMOUNT_PLACES, USED_DIGITS, EntityType, Quota
 
 
 class AllocationStatus(models.TextChoices):
@@ -152,3 +152,49 @@ class UsageHistory(models.Model):
 
     def __str__(self):
         return f"{self.operation} {self.allocated_value} {self.resource_type}"
+
+
+class UsageRepair(models.Model):
+    """One correction of a quota's ``used`` by ``manage.py reconcile_usage --fix``.
+
+    Append-only. The quota's identity is copied in and there is no database-level
+    foreign key, so the record of a repair outlives the quota. ``run_id`` groups the
+    repairs of one command run."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    run_id = models.UUIDField()
+    quota = models.ForeignKey(
+        Quota,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        db_index=False,  # repair_quota_idx leads with quota_id
+        related_name="usage_repairs",
+    )
+    entity_type = models.CharField(max_length=12, choices=EntityType.choices)
+    entity_id = models.CharField(max_length=255)
+    resource_type = models.CharField(max_length=50)
+    # What `used` held when the row was locked, and the subtree's sum of active
+    # allocations computed under that lock; `used` was set to `actual`.
+    stored = models.DecimalField(max_digits=USED_DIGITS, decimal_places=AMOUNT_PLACES)
+    actual = models.DecimalField(max_digits=USED_DIGITS, decimal_places=AMOUNT_PLACES)
+    delta = models.DecimalField(max_digits=USED_DIGITS, decimal_places=AMOUNT_PLACES)
+    repaired_at = models.DateTimeField(db_default=Now(), editable=False)
+
+    class Meta:
+        db_table = "usage_repairs"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(delta=F("stored") - F("actual")),
+                name="usage_repairs_delta_is_stored_minus_actual",
+            ),
+            models.CheckConstraint(
+                condition=Q(actual__gte=0), name="usage_repairs_actual_not_negative"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["run_id"], name="repair_run_idx"),
+            models.Index(fields=["quota", "-repaired_at"], name="repair_quota_idx"),
+        ]
+
+    def __str__(self):
+        return f"{self.entity_type} {self.entity_id}: {self.stored} → {self.actual}"

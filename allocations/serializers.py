@@ -75,6 +75,12 @@ def _json_native(value):
             raise serializers.ValidationError(
                 "Strings must not contain NUL characters."
             )
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate such as "\ud800"
+            raise serializers.ValidationError(
+                "Strings must be valid Unicode (no lone surrogates)."
+            ) from None
         return value
     if isinstance(value, list):
         return [_json_native(item) for item in value]
@@ -92,7 +98,7 @@ class MetadataField(serializers.JSONField):
             raise serializers.ValidationError("Must be a JSON object.")
         try:
             metadata = _json_native(data)
-            size = len(json.dumps(metadata).encode())
+            size = len(json.dumps(metadata, ensure_ascii=False).encode())
         except RecursionError:
             raise serializers.ValidationError("Nested too deeply.") from None
         if size > METADATA_MAX_BYTES:
@@ -201,7 +207,8 @@ class _RequestBase(_PrebuiltFields, serializers.Serializer):
 )
 class AllocationCreateSerializer(_RequestBase):
     job_id = UUIDStringField()
-    metadata = MetadataField(required=False, default=dict)
+    # null is accepted as "no metadata", as the Rust service's clients send it.
+    metadata = MetadataField(required=False, allow_null=True, default=dict)
     ttl_seconds = serializers.IntegerField(
         required=False,
         allow_null=True,

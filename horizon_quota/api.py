@@ -98,6 +98,14 @@ def exception_handler(exc, context):
         exc = exceptions.ValidationError(
             exc.message_dict if hasattr(exc, "error_dict") else exc.messages
         )
+    if getattr(exc.__cause__, "sqlstate", None) == "55P03":  # lock_timeout
+        return Response(
+            error_body(
+                "conflict", "The quota is busy (a row lock timed out); retry shortly."
+            ),
+            status=status.HTTP_409_CONFLICT,
+            headers={"Retry-After": "1"},
+        )
     if isinstance(exc, OperationalError | InterfaceError):
         # The database is down or the connection broke: a retryable 503, not a bug.
         logger.warning("database unavailable: %s", exc.__class__.__name__)

@@ -3,9 +3,11 @@ from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.http import HttpResponseRedirect
 
+from horizon_quota.admin_paging import EstimatedCountPaginator
 from horizon_quota.errors import ServiceError
-from quotas import services
-from quotas.models import ApiKey, Quota, ResourceType
+from horizon_quota.fields import normalize_amount
+from quotas import admin_console, services
+from quotas.models import REASON_MAX_LENGTH, ApiKey, Quota, ResourceType
 
 QUOTA_FORM_FIELDS = [
     "entity_type",
@@ -46,6 +48,14 @@ class QuotaAdminForm(forms.ModelForm):
         required=False,
         help_text="Allow lowering the limit below current usage.",
     )
+    reason = forms.CharField(
+        required=False,
+        max_length=REASON_MAX_LENGTH,
+        help_text="Why you make this change; kept in the quota's audit trail.",
+    )
+    # Who saves the form; QuotaAdmin.get_form sets it to the staff user. Without it
+    # the change is recorded as the system's.
+    actor: services.Actor | None = None
 
     class Meta:
         model = Quota
@@ -56,10 +66,17 @@ class QuotaAdminForm(forms.ModelForm):
         # rows it depends on locked, and reports errors we map onto the form.
         pass
 
+    def clean_reason(self):
+        try:
+            return services.change_reason_clean(self.cleaned_data.get("reason"))
+        except ServiceError as exc:
+            raise ValidationError(exc.fields.get("reason") or exc.message) from None
+
     def clean(self):
         cleaned = super().clean()
         if self.errors:
             return cleaned
+        audit = {"actor": self.actor, "reason": cleaned.get("reason", "")}
         try:
             if self.instance._state.adding:
                 parent = cleaned.get("parent")
@@ -72,6 +89,7 @@ class QuotaAdminForm(forms.ModelForm):
                     soft_limit=cleaned.get("soft_limit"),
                     burst_limit=cleaned.get("burst_limit"),
                     overcommit_ratio=cleaned.get("overcommit_ratio") or 1,
+                    **audit,
                 )
             else:
                 changes = {
@@ -83,6 +101,7 @@ class QuotaAdminForm(forms.ModelForm):
                     quota_id=self.instance.pk,
                     changes=changes,
                     force=cleaned.get("force", False),
+                    **audit,
                 )
         except ServiceError as exc:
             raise _as_form_error(exc) from None
@@ -92,24 +111,55 @@ class QuotaAdminForm(forms.ModelForm):
 @admin.register(Quota)
 class QuotaAdmin(admin.ModelAdmin):
     form = QuotaAdminForm
+    # The changelist is the hierarchy console (quotas/admin_console.py): the tree in
+    # depth-first order, indented, with a usage bar per row.
     list_display = [
-        "entity_id",
+        "tree_entity",
+        "resource_type_slug",
+        "usage_bar",
+        "limit_value",
+        "soft_limit",
+        "burst_limit",
+        "overcommit_ratio",
+        "effective_limit_display",
+        "available_display",
+        "parent_display",
+    ]
+    list_filter = [
         "entity_type",
         "resource_type",
-        "parent",
-        "limit_value",
-        "effective_limit_display",
-        "used",
-        "available_display",
-        "updated_at",
+        admin_console.SoftLimitFilter,
+        admin_console.HardLimitFilter,
     ]
-    list_filter = ["entity_type", "resource_type"]
-    list_select_related = ["resource_type", "parent"]
+    # No joins on the changelist (see QuotaTreeChangeList); get_queryset's are for
+    # the change page.
+    list_select_related = False
     search_fields = ["entity_id", "=id"]
     autocomplete_fields = ["parent"]
     readonly_fields = ["id", "used", "version", "depth", "created_at", "updated_at"]
-    ordering = ["-created_at"]
+    # Served by quotas_tree_idx (migration 0005), so a page of the tree is an index
+    # range, not a sort of the table.
+    ordering = admin_console.TREE_ORDERING
+    paginator = EstimatedCountPaginator
     show_full_result_count = False
+
+    class Media:
+        css = {"all": ["quotas/admin_console.css"]}
+
+    def get_queryset(self, request):
+        # The change page shows the resource type and the parent: fetch them with
+        # the quota.
+        return super().get_queryset(request).select_related("resource_type", "parent")
+
+    def get_changelist(self, request, **kwargs):
+        return admin_console.QuotaTreeChangeList
+
+    def render_change_form(
+        self, request, context, add=False, change=False, form_url="", obj=None
+    ):
+        if obj is not None and not add:
+            context["hierarchy"] = admin_console.quota_panels(obj)
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
     def get_readonly_fields(self, request, obj=None):
         fields = list(self.readonly_fields)
@@ -119,7 +169,14 @@ class QuotaAdmin(admin.ModelAdmin):
         return fields
 
     def get_fields(self, request, obj=None):
-        return [*QUOTA_FORM_FIELDS, "force", *self.readonly_fields]
+        return [*QUOTA_FORM_FIELDS, "force", "reason", *self.readonly_fields]
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change, **kwargs)
+        # The form saves through the services in clean(); they record the staff
+        # user as the change's author.
+        actor = services.Actor.for_staff_user(request.user)
+        return type(form.__name__, (form,), {"actor": actor})
 
     def get_actions(self, request):
         actions = super().get_actions(request)
@@ -127,13 +184,30 @@ class QuotaAdmin(admin.ModelAdmin):
         actions.pop("delete_selected", None)
         return actions
 
+    @admin.display(description="entity")
+    def tree_entity(self, quota):
+        return admin_console.tree_entity(quota)
+
+    @admin.display(description="resource type", ordering="resource_type_id")
+    def resource_type_slug(self, quota):
+        return quota.resource_type_id
+
+    @admin.display(description="usage (used / effective)")
+    def usage_bar(self, quota):
+        return admin_console.usage_bar(quota)
+
+    @admin.display(description="parent", empty_value="—")
+    def parent_display(self, quota):
+        parent = quota.parent
+        return parent and f"{parent.entity_type}:{parent.entity_id}"
+
     @admin.display(description="effective limit")
     def effective_limit_display(self, quota):
-        return quota.effective_limit
+        return normalize_amount(quota.effective_limit)
 
     @admin.display(description="available")
     def available_display(self, quota):
-        return quota.available
+        return normalize_amount(quota.available)
 
     def save_model(self, request, obj, form, change):
         # The form's clean() already saved through the services.
@@ -149,7 +223,9 @@ class QuotaAdmin(admin.ModelAdmin):
             )
 
     def delete_model(self, request, obj):
-        services.quota_delete(quota_id=obj.pk)
+        services.quota_delete(
+            quota_id=obj.pk, actor=services.Actor.for_staff_user(request.user)
+        )
 
 
 @admin.register(ApiKey)
@@ -171,3 +247,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         # Keys are made with `manage.py create_api_key`, which shows the secret once.
         return False
+
+
+# The read-only audit trail admin lives in its own module; importing it registers it.
+from quotas import admin_audit  # noqa: E402, F401

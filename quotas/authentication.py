@@ -43,6 +43,11 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         if key is None:
             raise exceptions.AuthenticationFailed("Invalid API key.")
         now = timezone.now()
+        if key.scope_id is not None:
+            # Fail closed until subtree isolation is enforced (see api_key_create).
+            raise exceptions.AuthenticationFailed(
+                "Scoped keys are not supported by this version yet."
+            )
         if key.revoked_at is not None:
             raise exceptions.AuthenticationFailed("This API key has been revoked.")
         if key.expires_at is not None and key.expires_at <= now:

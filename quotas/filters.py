@@ -1,19 +1,43 @@
 import django_filters
+from rest_framework.exceptions import ValidationError
 
 from quotas.models import EntityType, Quota
+from quotas.selectors import resource_type_get
 
 
-class LowerCharFilter(django_filters.CharFilter):
+class LowerChoiceFilter(django_filters.CharFilter):
+    """A case-insensitive choice; an unknown value is a 400 naming the valid ones."""
+
+    def __init__(self, *args, choices, **kwargs):
+        self.valid = list(choices)
+        kwargs.setdefault("help_text", f"One of: {', '.join(self.valid)}.")
+        super().__init__(*args, **kwargs)
+
     def filter(self, qs, value):
-        return super().filter(qs, value.strip().lower() if value else value)
+        if value in (None, ""):
+            return qs
+        value = value.strip().lower()
+        if value not in self.valid:
+            raise ValidationError(
+                {self.field_name: [f"Must be one of: {', '.join(self.valid)}."]}
+            )
+        return super().filter(qs, value)
+
+
+class ResourceTypeFilter(django_filters.CharFilter):
+    """A resource type slug, case-insensitive; an unknown one is a 400 that lists
+    the valid ones (DESIGN §3)."""
+
+    def filter(self, qs, value):
+        if value in (None, ""):
+            return qs
+        return super().filter(qs, resource_type_get(slug=value).slug)
 
 
 class QuotaFilter(django_filters.FilterSet):
-    entity_type = LowerCharFilter(
-        field_name="entity_type", help_text=f"One of: {', '.join(EntityType.values)}."
-    )
+    entity_type = LowerChoiceFilter(field_name="entity_type", choices=EntityType.values)
     entity_id = django_filters.CharFilter(field_name="entity_id")
-    resource_type = LowerCharFilter(field_name="resource_type_id")
+    resource_type = ResourceTypeFilter(field_name="resource_type_id")
     parent_id = django_filters.UUIDFilter(field_name="parent_id")
 
     class Meta:

@@ -232,3 +232,87 @@ class ApiKey(models.Model):
         """Return (prefix, raw key) for a new key; the raw key is shown once."""
         prefix = secrets.token_hex(6)
         return prefix, f"{KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
+
+
+class ClockTimestamp(models.Func):
+    """PostgreSQL's ``clock_timestamp()``: the database clock when the row is
+    written, not when its transaction began (``Now()``)."""
+
+    function = "clock_timestamp"
+    template = "%(function)s()"
+    output_field = models.DateTimeField()
+
+
+class ChangeAction(models.TextChoices):
+    CREATE = "create", "create"
+    UPDATE = "update", "update"
+    DELETE = "delete", "delete"
+
+
+class ActorType(models.TextChoices):
+    API_KEY = "api_key", "API key"
+    STAFF_USER = "staff_user", "staff user"
+    SYSTEM = "system", "system"
+
+
+# The longest reason a change may carry (X-Change-Reason, the admin's reason field).
+REASON_MAX_LENGTH = 1000
+
+
+class QuotaChange(models.Model):
+    """The audit trail: one append-only row per quota create, update and delete,
+    written by the quota services in the transaction that makes the change.
+
+    Like usage history, it has no database-level foreign key and copies the quota's
+    identity in, so the rows survive the quota's deletion. A database trigger
+    (migration 0004) refuses to update or delete them.
+    """
+
+    # A sequence, not a UUID: it breaks ties in created_at in the order the rows
+    # were written.
+    id = models.BigAutoField(primary_key=True)
+    quota = models.ForeignKey(
+        Quota,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        db_index=False,  # quota_changes_quota_idx leads with quota_id
+        related_name="changes",
+    )
+    entity_type = models.CharField(max_length=12, choices=EntityType.choices)
+    entity_id = models.CharField(max_length=255)
+    resource_type = models.CharField(max_length=50)
+    action = models.CharField(max_length=6, choices=ChangeAction.choices)
+    actor_type = models.CharField(max_length=10, choices=ActorType.choices)
+    # The API key's id or the staff user's id; empty for the system.
+    actor_id = models.CharField(max_length=64, blank=True)
+    # The API key's name, the staff user's username, or the command's name.
+    actor_name = models.CharField(max_length=255, blank=True)
+    # Field → [old, new]; decimals as exact strings, null for "none".
+    changes = models.JSONField(default=dict, blank=True)
+    reason = models.CharField(max_length=REASON_MAX_LENGTH, blank=True)
+    # The statement's clock, not the transaction's: changes to one quota are
+    # serialized by its row lock, and a transaction that began first but waited for
+    # the lock must still sort after the change it waited for.
+    created_at = models.DateTimeField(db_default=ClockTimestamp(), editable=False)
+
+    class Meta:
+        db_table = "quota_changes"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(action__in=ChangeAction.values),
+                name="quota_changes_action_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(actor_type__in=ActorType.values),
+                name="quota_changes_actor_type_valid",
+            ),
+        ]
+        indexes = [
+            # GET /quotas/{id}/audit: newest first, and its cursor.
+            models.Index(
+                fields=["quota", "-created_at", "-id"], name="quota_changes_quota_idx"
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.action} {self.entity_type}:{self.entity_id} by {self.actor_name}"

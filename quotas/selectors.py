@@ -3,7 +3,7 @@ from uuid import UUID
 from django.db.models import QuerySet, Sum
 
 from horizon_quota.errors import InvalidInput, NotFound
-from quotas.models import Quota, ResourceType
+from quotas.models import Quota, QuotaChange, ResourceType
 
 
 def quota_list() -> QuerySet[Quota]:
@@ -21,6 +21,19 @@ def quota_path(*, quota: Quota) -> list[Quota]:
     """The quota and its ancestors, leaf first."""
     by_id = {q.id: q for q in Quota.objects.filter(id__in=quota.path)}
     return [by_id[quota_id] for quota_id in quota.path]
+
+
+def quota_change_list(*, quota_id: UUID) -> QuerySet[QuotaChange]:
+    """A quota's audit trail; it outlives the quota itself."""
+    return QuotaChange.objects.filter(quota_id=quota_id)
+
+
+def quota_has_existed(*, quota_id: UUID) -> bool:
+    """Whether the quota exists, or existed and left an audit trail behind."""
+    return (
+        Quota.objects.filter(id=quota_id).exists()
+        or QuotaChange.objects.filter(quota_id=quota_id).exists()
+    )
 
 
 def children_limit_sum(*, parent_id: UUID, exclude_id: UUID | None = None):

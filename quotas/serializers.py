@@ -4,7 +4,7 @@ from drf_spectacular.utils import OpenApiExample, extend_schema_serializer
 from rest_framework import serializers
 
 from horizon_quota.fields import AmountField, LowerChoiceField
-from quotas.models import EntityType, Quota
+from quotas.models import EntityType, Quota, QuotaChange
 
 
 def _ratio_field(**kwargs):
@@ -102,7 +102,11 @@ class QuotaCreateSerializer(serializers.Serializer):
     limit_value = AmountField()
     soft_limit = AmountField(required=False, allow_null=True, default=None)
     burst_limit = AmountField(required=False, allow_null=True, default=None)
-    overcommit_ratio = _ratio_field(required=False, default=Decimal("1"))
+    # null means the default, as the Rust service's clients send an absent option.
+    overcommit_ratio = _ratio_field(required=False, allow_null=True, default=None)
+
+    def validate_overcommit_ratio(self, value):
+        return Decimal("1") if value is None else value
 
     def validate_entity_id(self, value):
         if not value.strip():
@@ -126,10 +130,12 @@ class QuotaUpdateSerializer(serializers.Serializer):
     burst limit. Identity fields may be repeated with their current value; any other
     value is refused (they never change)."""
 
-    limit_value = AmountField(required=False)
+    # null for limit_value or overcommit_ratio means "unchanged" (the Rust service's
+    # clients send absent options as null); null clears soft_limit and burst_limit.
+    limit_value = AmountField(required=False, allow_null=True)
     soft_limit = AmountField(required=False, allow_null=True)
     burst_limit = AmountField(required=False, allow_null=True)
-    overcommit_ratio = _ratio_field(required=False)
+    overcommit_ratio = _ratio_field(required=False, allow_null=True)
     force = serializers.BooleanField(required=False, default=False)
     version = serializers.IntegerField(
         required=False,
@@ -143,6 +149,9 @@ class QuotaUpdateSerializer(serializers.Serializer):
     resource_type = serializers.CharField(required=False)
 
     def validate(self, attrs):
+        for unchanged_when_null in ("limit_value", "overcommit_ratio"):
+            if attrs.get(unchanged_when_null, 0) is None:
+                del attrs[unchanged_when_null]
         quota = self.context["quota"]
         current = {
             "parent_id": quota.parent_id,
@@ -174,3 +183,60 @@ class UsageSerializer(serializers.Serializer):
     usage = AmountField(source="used", integer_digits=20)
     available = AmountField(integer_digits=20)
     utilization_percent = AmountField(integer_digits=20, places=2)
+
+
+@extend_schema_serializer(
+    examples=[
+        OpenApiExample(
+            "A limit raised with an admin key",
+            value={
+                "id": 1042,
+                "quota_id": "5f0c6f7e-3f7a-4b43-9b7e-0c1d2e3f4a5b",
+                "entity_type": "team",
+                "entity_id": "acme-research",
+                "resource_type": "gpu_hours",
+                "action": "update",
+                "actor_type": "api_key",
+                "actor_id": "7",
+                "actor_name": "ops-console",
+                "changes": {
+                    "limit_value": ["4000", "5000"],
+                    "burst_limit": ["4500", None],
+                },
+                "reason": "Q4 training push, approved in OPS-1234",
+                "created_at": "2026-11-27T09:30:00.123456Z",
+            },
+            response_only=True,
+        )
+    ]
+)
+class QuotaChangeSerializer(serializers.ModelSerializer):
+    """One entry of a quota's audit trail."""
+
+    quota_id = serializers.UUIDField(read_only=True)
+    changes = serializers.DictField(
+        read_only=True,
+        child=serializers.ListField(
+            child=serializers.CharField(allow_null=True), min_length=2, max_length=2
+        ),
+        help_text="Field → [old, new]. Amounts are exact decimal strings; null means "
+        "none (a create has no old values, a delete no new ones).",
+    )
+
+    class Meta:
+        model = QuotaChange
+        fields = [
+            "id",
+            "quota_id",
+            "entity_type",
+            "entity_id",
+            "resource_type",
+            "action",
+            "actor_type",
+            "actor_id",
+            "actor_name",
+            "changes",
+            "reason",
+            "created_at",
+        ]
+        read_only_fields = fields

@@ -12,25 +12,133 @@ the rows it depends on locked (``allocations.locking.lock_quotas``):
 These functions open ``transaction.atomic()`` rather than a durable block because the
 Django admin calls them inside its own transaction; the locks are then held until the
 admin's commit, which is still one short transaction.
+
+Each of them also writes the change to the audit trail (``QuotaChange``) in the same
+transaction: who made it (``Actor``), why (``reason``) and every field's old and new
+value. A change that is refused, or an update that changes nothing, records nothing.
 """
 
+import unicodedata
 import uuid
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import Max, Sum
 from django.db.models.functions import Now
 
 from allocations.locking import lock_quotas
 from allocations.models import Allocation, AllocationStatus
 from horizon_quota.errors import AlreadyExists, Conflict, InvalidInput, NotFound
-from quotas.models import PARENT_ENTITY_TYPE, ApiKey, ApiKeyRole, Quota
+from quotas.models import (
+    PARENT_ENTITY_TYPE,
+    REASON_MAX_LENGTH,
+    ActorType,
+    ApiKey,
+    ApiKeyRole,
+    ChangeAction,
+    Quota,
+    QuotaChange,
+)
 from quotas.selectors import children_limit_sum, resource_type_get
 
 UPDATABLE_FIELDS = ("limit_value", "soft_limit", "burst_limit", "overcommit_ratio")
 IMMUTABLE_FIELDS = ("entity_type", "entity_id", "resource_type", "parent_id")
+# The fields a create or delete records, in this order.
+AUDITED_FIELDS = (*IMMUTABLE_FIELDS, *UPDATABLE_FIELDS)
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who makes a change, as the audit trail records it."""
+
+    type: str  # an ActorType
+    id: str = ""
+    name: str = ""
+
+    @classmethod
+    def for_api_key(cls, key: ApiKey) -> "Actor":
+        return cls(type=ActorType.API_KEY, id=str(key.pk), name=key.name)
+
+    @classmethod
+    def for_staff_user(cls, user) -> "Actor":
+        return cls(type=ActorType.STAFF_USER, id=str(user.pk), name=user.get_username())
+
+    @classmethod
+    def system(cls, name: str = "system") -> "Actor":
+        """A command or other code acting on its own, e.g. ``"import_quotas"``."""
+        return cls(type=ActorType.SYSTEM, name=name)
+
+
+def change_reason_clean(reason: str | None, *, field: str = "reason") -> str:
+    """The reason for a change, trimmed; at most REASON_MAX_LENGTH characters of
+    printable text. ``field`` names the input in the error (the API's header)."""
+    # Spaces and tabs around the text are not part of it (as around an HTTP header
+    # value); any control character left is refused, not stripped or stored: it
+    # could forge lines in whatever displays the trail, and PostgreSQL refuses NUL.
+    reason = (reason or "").strip(" \t")
+    if any(unicodedata.category(char) in ("Cc", "Cs") for char in reason):
+        message = "Must not contain control characters."
+        raise InvalidInput(f"{field}: {message}", fields={field: [message]})
+    reason = reason.strip()
+    if len(reason) > REASON_MAX_LENGTH:
+        message = (
+            f"Must be at most {REASON_MAX_LENGTH} characters (it has {len(reason)})."
+        )
+        raise InvalidInput(f"{field}: {message}", fields={field: [message]})
+    return reason
+
+
+def _audit_value(value):
+    """A field's value as the trail stores it: exact decimals and ids as strings."""
+    if value is None:
+        return None
+    if isinstance(value, Decimal):
+        return _amount(value)
+    return str(value)
+
+
+def _snapshot(quota: Quota) -> dict[str, Any]:
+    return {
+        "entity_type": quota.entity_type,
+        "entity_id": quota.entity_id,
+        "resource_type": quota.resource_type_id,
+        "parent_id": quota.parent_id,
+        **{field: getattr(quota, field) for field in UPDATABLE_FIELDS},
+    }
+
+
+def _record_change(
+    *,
+    quota: Quota,
+    action: str,
+    old: dict[str, Any],
+    new: dict[str, Any],
+    actor: Actor | None,
+    reason: str,
+) -> QuotaChange:
+    """Append one row to the audit trail, inside the caller's transaction."""
+    actor = actor or Actor.system()
+    changes = {
+        field: [_audit_value(old.get(field)), _audit_value(new.get(field))]
+        for field in AUDITED_FIELDS
+        if field in old or field in new
+    }
+    return QuotaChange.objects.create(
+        quota_id=quota.id,
+        entity_type=quota.entity_type,
+        entity_id=quota.entity_id,
+        resource_type=quota.resource_type_id,
+        action=action,
+        actor_type=actor.type,
+        actor_id=actor.id[: QuotaChange._meta.get_field("actor_id").max_length],
+        actor_name=actor.name[: QuotaChange._meta.get_field("actor_name").max_length],
+        changes=changes,
+        reason=reason,
+    )
 
 
 def _amount(value: Decimal) -> str:
@@ -40,7 +148,7 @@ def _amount(value: Decimal) -> str:
 def _with_article(entity_type: str) -> str:
     """'an organization', 'a team', 'a user'."""
     entity_type = str(entity_type)
-    return f"{'an' if entity_type[:1] in 'aeiou' else 'a'} {entity_type}"
+    return f"{'an' if entity_type == 'organization' else 'a'} {entity_type}"
 
 
 def _check_own_limits(
@@ -82,15 +190,17 @@ def _check_fits_parent(*, parent: Quota, limit_value: Decimal, exclude_id=None) 
 def _check_holds_children(
     *, quota: Quota, limit_value: Decimal, ratio: Decimal
 ) -> None:
-    children = Quota.objects.filter(parent_id=quota.id)
-    largest = max(children.values_list("limit_value", flat=True), default=None)
+    # One aggregate, not the children's rows: a team may have 100k users.
+    family = Quota.objects.filter(parent_id=quota.id).aggregate(
+        largest=Max("limit_value"), total=Sum("limit_value")
+    )
+    largest, total = family["largest"], family["total"] or 0
     if largest is not None and largest > limit_value:
         message = (
             f"limit_value ({_amount(limit_value)}) is below a child's limit_value "
             f"({_amount(largest)})."
         )
         raise InvalidInput(message, fields={"limit_value": [message]})
-    total = children_limit_sum(parent_id=quota.id)
     if total > limit_value * ratio:
         message = (
             f"The children's limits sum to {_amount(total)}, above the new effective "
@@ -110,7 +220,10 @@ def quota_create(
     soft_limit: Decimal | None = None,
     burst_limit: Decimal | None = None,
     overcommit_ratio: Decimal = Decimal("1"),
+    actor: Actor | None = None,
+    reason: str = "",
 ) -> Quota:
+    reason = change_reason_clean(reason)
     rtype = resource_type_get(slug=resource_type)
     _check_own_limits(
         limit_value=limit_value, soft_limit=soft_limit, burst_limit=burst_limit
@@ -177,6 +290,14 @@ def quota_create(
             f"A {rtype.slug} quota for {entity_type} {entity_id!r} already exists."
         ) from None
     quota.refresh_from_db()
+    _record_change(
+        quota=quota,
+        action=ChangeAction.CREATE,
+        old={},
+        new=_snapshot(quota),
+        actor=actor,
+        reason=reason,
+    )
     return quota
 
 
@@ -187,9 +308,12 @@ def quota_update(
     changes: dict[str, Any],
     force: bool = False,
     expected_version: int | None = None,
+    actor: Actor | None = None,
+    reason: str = "",
 ) -> Quota:
     """Apply ``changes`` (a subset of UPDATABLE_FIELDS; ``None`` clears soft and
     burst limits) after checking every rule from both sides of the hierarchy."""
+    reason = change_reason_clean(reason)
     unknown = set(changes) - set(UPDATABLE_FIELDS)
     if unknown:
         raise InvalidInput(f"Cannot change: {', '.join(sorted(unknown))}.")
@@ -197,8 +321,11 @@ def quota_update(
     current = Quota.objects.filter(id=quota_id).values("parent_id").first()
     if current is None:
         raise NotFound(f"Quota {quota_id} not found.")
-    # Lock the quota and its parent, in the global order (the quota first).
-    locked = lock_quotas([quota_id, current["parent_id"]])
+    # Lock the quota and, when its limit_value changes, its parent (in the global
+    # order, the quota first): the parent serializes its children's limit changes.
+    # Other edits leave the parent, often a hot row near the root, alone.
+    limit_changes = "limit_value" in changes
+    locked = lock_quotas([quota_id, current["parent_id"] if limit_changes else None])
     quota = locked.get(quota_id)
     if quota is None:
         raise NotFound(f"Quota {quota_id} not found.")
@@ -215,7 +342,10 @@ def quota_update(
             "limit_value cannot be null.", fields={"limit_value": ["May not be null."]}
         )
     if values["overcommit_ratio"] is None:
-        values["overcommit_ratio"] = Decimal("1")
+        raise InvalidInput(
+            "overcommit_ratio cannot be null.",
+            fields={"overcommit_ratio": ["May not be null."]},
+        )
     _check_own_limits(
         limit_value=values["limit_value"],
         soft_limit=values["soft_limit"],
@@ -244,17 +374,30 @@ def quota_update(
 
     if all(values[field] == getattr(quota, field) for field in UPDATABLE_FIELDS):
         return quota
+    changed = [f for f in UPDATABLE_FIELDS if values[f] != getattr(quota, f)]
+    old = {field: getattr(quota, field) for field in changed}
     for field in UPDATABLE_FIELDS:
         setattr(quota, field, values[field])
     quota.version += 1
     quota.updated_at = Now()
     quota.save(update_fields=[*UPDATABLE_FIELDS, "version", "updated_at"])
     quota.refresh_from_db()
+    _record_change(
+        quota=quota,
+        action=ChangeAction.UPDATE,
+        old=old,
+        new={field: getattr(quota, field) for field in changed},
+        actor=actor,
+        reason=reason,
+    )
     return quota
 
 
 @transaction.atomic
-def quota_delete(*, quota_id: UUID) -> None:
+def quota_delete(
+    *, quota_id: UUID, actor: Actor | None = None, reason: str = ""
+) -> None:
+    reason = change_reason_clean(reason)
     # Lock the quota: a child created concurrently locks it as its parent first,
     # so "no children" stays true until we commit.
     quota = lock_quotas([quota_id]).get(quota_id)
@@ -271,6 +414,15 @@ def quota_delete(*, quota_id: UUID) -> None:
         ).exists()
     ):
         raise Conflict(f"Quota {quota_id} has active allocations in its subtree.")
+    # Recorded first: deleting clears the instance's primary key.
+    _record_change(
+        quota=quota,
+        action=ChangeAction.DELETE,
+        old=_snapshot(quota),
+        new={},
+        actor=actor,
+        reason=reason,
+    )
     quota.delete()
 
 
@@ -294,6 +446,12 @@ def api_key_create(
             scope = Quota.objects.get(id=scope_id)
         except (Quota.DoesNotExist, ValidationError, ValueError):
             raise InvalidInput(f"No quota {scope_id} to scope the key to.") from None
+        # Fail closed: subtree isolation is not enforced by this version yet, and a
+        # key that claims a scope it does not honour would be worse than none.
+        raise InvalidInput(
+            "Scoped keys are not enforced by this version yet; refusing to create "
+            f"a key for {scope_id} that would not be confined to it."
+        )
     prefix, raw_key = ApiKey.generate()
     key = ApiKey.objects.create(
         name=name.strip(),

@@ -12,4 +12,9 @@ urlpatterns = [
         views.QuotaUsageView.as_view(),
         name="quota-usage",
     ),
+    path(
+        "quotas/<uuid:quota_id>/audit",
+        views.QuotaAuditView.as_view(),
+        name="quota-audit",
+    ),
 ]

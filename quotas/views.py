@@ -1,3 +1,5 @@
+import contextlib
+
 from django.db import DatabaseError, connection
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import generics, permissions, serializers, status
@@ -8,10 +10,13 @@ from rest_framework.decorators import (
 )
 from rest_framework.response import Response
 
+from horizon_quota.api import LinkHeaderCursorPagination
 from horizon_quota.schema import error_responses
 from quotas import selectors, services
 from quotas.filters import QuotaFilter
+from quotas.models import REASON_MAX_LENGTH, QuotaChange
 from quotas.serializers import (
+    QuotaChangeSerializer,
     QuotaCreateSerializer,
     QuotaSerializer,
     QuotaUpdateSerializer,
@@ -24,6 +29,31 @@ FORCE_PARAMETER = OpenApiParameter(
     description="Allow lowering the limit below current usage (running jobs keep "
     "their quota; new allocations are refused until usage drops).",
 )
+
+CHANGE_REASON_HEADER = "X-Change-Reason"
+CHANGE_REASON_PARAMETER = OpenApiParameter(
+    CHANGE_REASON_HEADER,
+    str,
+    location=OpenApiParameter.HEADER,
+    required=False,
+    description="Why the change is made; kept in the quota's audit trail "
+    f"(`GET /api/v1/quotas/{{id}}/audit`). Trimmed; at most {REASON_MAX_LENGTH} "
+    "characters, UTF-8, no control characters (400 otherwise).",
+)
+
+
+def _change_reason(request) -> str:
+    """The ``X-Change-Reason`` header, checked before anything is changed."""
+    raw = request.headers.get(CHANGE_REASON_HEADER, "")
+    # WSGI hands header values over decoded as ISO-8859-1; clients send UTF-8.
+    with contextlib.suppress(UnicodeEncodeError, UnicodeDecodeError):
+        raw = raw.encode("latin-1").decode("utf-8")
+    return services.change_reason_clean(raw, field=CHANGE_REASON_HEADER)
+
+
+def _actor(request) -> services.Actor:
+    # request.auth is the ApiKey (quotas.authentication).
+    return services.Actor.for_api_key(request.auth)
 
 
 @extend_schema(
@@ -89,6 +119,7 @@ class QuotaListCreateView(generics.GenericAPIView):
         tags=["quotas"],
         summary="Create a quota",
         request=QuotaCreateSerializer,
+        parameters=[CHANGE_REASON_PARAMETER],
         responses={
             201: QuotaSerializer,
             **error_responses(
@@ -104,9 +135,12 @@ class QuotaListCreateView(generics.GenericAPIView):
         },
     )
     def post(self, request):
+        reason = _change_reason(request)
         serializer = QuotaCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        quota = services.quota_create(**serializer.validated_data)
+        quota = services.quota_create(
+            **serializer.validated_data, actor=_actor(request), reason=reason
+        )
         return Response(QuotaSerializer(quota).data, status=status.HTTP_201_CREATED)
 
 
@@ -125,6 +159,7 @@ class QuotaDetailView(generics.GenericAPIView):
         return Response(QuotaSerializer(self.get_object()).data)
 
     def _update(self, request):
+        reason = _change_reason(request)
         quota = self.get_object()
         serializer = QuotaUpdateSerializer(data=request.data, context={"quota": quota})
         serializer.is_valid(raise_exception=True)
@@ -133,14 +168,19 @@ class QuotaDetailView(generics.GenericAPIView):
         changes.pop("force", None)
         version = changes.pop("version", None)
         quota = services.quota_update(
-            quota_id=quota.id, changes=changes, force=force, expected_version=version
+            quota_id=quota.id,
+            changes=changes,
+            force=force,
+            expected_version=version,
+            actor=_actor(request),
+            reason=reason,
         )
         return Response(QuotaSerializer(quota).data)
 
     _update_schema = {
         "tags": ["quotas"],
         "request": QuotaUpdateSerializer,
-        "parameters": [FORCE_PARAMETER],
+        "parameters": [FORCE_PARAMETER, CHANGE_REASON_PARAMETER],
         "responses": {
             200: QuotaSerializer,
             **error_responses(
@@ -170,9 +210,11 @@ class QuotaDetailView(generics.GenericAPIView):
     @extend_schema(
         tags=["quotas"],
         summary="Delete a quota without children or active allocations",
+        parameters=[CHANGE_REASON_PARAMETER],
         responses={
             204: None,
             **error_responses(
+                400,
                 401,
                 403,
                 404,
@@ -182,7 +224,10 @@ class QuotaDetailView(generics.GenericAPIView):
         },
     )
     def delete(self, request, quota_id):
-        services.quota_delete(quota_id=self.get_object().id)
+        reason = _change_reason(request)
+        services.quota_delete(
+            quota_id=self.get_object().id, actor=_actor(request), reason=reason
+        )
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -197,3 +242,36 @@ class QuotaUsageView(generics.GenericAPIView):
     def get(self, request, quota_id):
         quota = selectors.quota_get(quota_id=quota_id)
         return Response(UsageSerializer(quota).data)
+
+
+class QuotaChangePagination(LinkHeaderCursorPagination):
+    ordering = ("-created_at", "-id")
+
+
+class QuotaAuditView(generics.GenericAPIView):
+    serializer_class = QuotaChangeSerializer
+    pagination_class = QuotaChangePagination
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # schema generation
+            return QuotaChange.objects.none()
+        return selectors.quota_change_list(quota_id=self.kwargs["quota_id"])
+
+    @extend_schema(
+        tags=["quotas"],
+        summary="A quota's audit trail, newest first (kept after deletion)",
+        description="Every create, update and delete of the quota: who made it (the "
+        "API key, staff user or command), when, each field's old and new value, and "
+        "the reason sent in `X-Change-Reason`. An update that changes nothing and a "
+        "refused change leave no entry.",
+        responses={
+            200: QuotaChangeSerializer(many=True),
+            **error_responses(400, 401, 404),
+        },
+    )
+    def get(self, request, quota_id):
+        # A deleted quota keeps serving its trail; an id that never existed is a 404.
+        if not selectors.quota_has_existed(quota_id=quota_id):
+            selectors.quota_get(quota_id=quota_id)
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response(QuotaChangeSerializer(page, many=True).data)

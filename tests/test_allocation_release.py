@@ -422,3 +422,33 @@ def test_a_lease_that_has_run_out_cannot_be_renewed(scheduler_client, tree):
     _assert_error(response, 409, "conflict")
     assert "run out" in response.json()["message"]
     _assert_unchanged(before)
+
+
+def test_a_retry_after_the_lease_ran_out_expires_the_old_one_and_allocates_anew(
+    scheduler_client, tree
+):
+    org, team, user = tree
+    first = _allocate(scheduler_client, ttl_seconds=60)
+    Allocation.objects.filter(id=first["id"]).update(
+        expires_at=F("allocated_at") - timedelta(seconds=1)
+    )
+
+    again = scheduler_client.post(
+        ALLOCATIONS,
+        {
+            "entity_type": "user",
+            "entity_id": "alice",
+            "job_id": first["job_id"],
+            "resource_type": "gpu_hours",
+            "requested_value": 10,
+        },
+        format="json",
+    )
+
+    assert again.status_code == 201
+    assert again.json()["id"] != first["id"]
+    assert Allocation.objects.get(id=first["id"]).status == AllocationStatus.EXPIRED
+    assert UsageHistory.objects.filter(
+        allocation_id=first["id"], operation="expire"
+    ).exists()
+    assert _used(org, team, user) == [Decimal("10")] * 3

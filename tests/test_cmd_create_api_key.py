@@ -211,13 +211,26 @@ def test_a_key_without_expires_in_never_expires(db):
     assert ApiKey.objects.get().expires_at is None
 
 
-def test_scope_confines_the_key_to_a_quota(tree):
+def test_a_scope_is_refused_until_subtree_isolation_is_enforced(tree):
     _, team, _ = tree
 
-    output, _ = _create_key("research", "--role", "viewer", "--scope", str(team.id))
+    with pytest.raises(CommandError) as error:
+        _create_key("research", "--role", "viewer", "--scope", str(team.id))
 
-    assert ApiKey.objects.get().scope_id == team.id
-    assert str(team.id) in output
+    assert "not enforced" in str(error.value)
+    assert not ApiKey.objects.exists()
+
+
+def test_a_scoped_key_row_is_refused_at_authentication(tree):
+    _, team, _ = tree
+    output, _ = _create_key("research", "--role", "viewer")
+    raw_key = output.strip().splitlines()[-1]
+    ApiKey.objects.update(scope=team)
+
+    response = _client(raw_key).get(QUOTAS)
+
+    assert response.status_code == 401
+    assert "Scoped keys" in response.json()["message"]
 
 
 @pytest.mark.parametrize("scope", [str(uuid.uuid4()), "not-a-uuid", "42"])

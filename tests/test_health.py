@@ -80,3 +80,42 @@ def test_an_old_connection_is_checked_again(settings):
 
     assert connection.health_check_done
     assert connection.healthy_at > float("-inf")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_lock_held_too_long_answers_409_with_retry_after(admin_client_api, settings):
+    import threading
+
+    from quotas.models import Quota
+    from tests.factories import QuotaFactory
+
+    org = QuotaFactory(limit_value=100)
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_the_row():
+        from django.db import transaction
+
+        with transaction.atomic():
+            Quota.objects.select_for_update().get(id=org.id)
+            locked.set()
+            release.wait(10)
+        connection.close()
+
+    holder = threading.Thread(target=hold_the_row)
+    holder.start()
+    locked.wait(10)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SET lock_timeout = '200ms'")
+        response = admin_client_api.patch(
+            f"/api/v1/quotas/{org.id}", {"limit_value": 90}, format="json"
+        )
+    finally:
+        release.set()
+        holder.join()
+
+    assert response.status_code == 409
+    assert response.json()["error"] == "conflict"
+    assert response["Retry-After"] == "1"
+    org.refresh_from_db()
+    assert org.limit_value == 100

@@ -23,16 +23,22 @@ THREADS = 16
 
 @pytest.fixture
 def unlocked(monkeypatch):
-    """Replace the lock with a plain read followed by a pause: check-then-write."""
+    """Replace the lock with a plain read, and pause between the family check and
+    the write: check-then-write, with the window wide enough to be hit every time."""
 
     def read_without_lock(quota_ids):
-        rows = {
+        return {
             q.id: q for q in Quota.objects.filter(id__in=[i for i in quota_ids if i])
         }
-        time.sleep(0.2)
-        return rows
+
+    check_fits_parent = services._check_fits_parent
+
+    def check_then_pause(**kwargs):
+        check_fits_parent(**kwargs)
+        time.sleep(0.3)
 
     monkeypatch.setattr(services, "lock_quotas", read_without_lock)
+    monkeypatch.setattr(services, "_check_fits_parent", check_then_pause)
 
 
 def _create_teams_concurrently(org):

@@ -755,7 +755,6 @@ def test_it_accepts_an_overcommit_ratio_from_one_to_999_99(admin_client_api, db,
         pytest.param("1000.00", id="one-thousand-with-places"),
         pytest.param("99999", id="far-above"),
         pytest.param('"NaN"', id="nan-string"),
-        pytest.param("null", id="null"),
         pytest.param("true", id="boolean"),
         pytest.param('"1e2"', id="exponent-string"),
     ],
@@ -948,3 +947,20 @@ def test_the_service_sets_depth_from_the_parent(tree):
     assert quota.depth == 2
     assert quota.version == 1
     assert quota.used == 0
+
+
+def test_a_null_overcommit_ratio_means_the_default(admin_client_api, db):
+    response = admin_client_api.post(
+        "/api/v1/quotas",
+        {
+            "entity_type": "organization",
+            "entity_id": "nullratio",
+            "resource_type": "gpu_hours",
+            "limit_value": 10,
+            "overcommit_ratio": None,
+        },
+        format="json",
+    )
+
+    assert response.status_code == 201
+    assert response.json()["overcommit_ratio"] == 1

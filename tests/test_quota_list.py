@@ -163,11 +163,20 @@ def test_the_entity_type_filter_ignores_case(viewer_client, tree):
         assert _ids(response) == [str(team.id)], value
 
 
-def test_an_entity_type_matching_nothing_gives_an_empty_list(viewer_client, tree):
+def test_an_unknown_entity_type_is_a_400_naming_the_valid_ones(viewer_client, tree):
     response = viewer_client.get(URL, {"entity_type": "department"})
 
-    assert response.status_code == 200
-    assert response.json() == []
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_input"
+    assert "organization, team, user" in response.json()["message"]
+
+
+def test_an_unknown_resource_type_is_a_400_listing_the_valid_ones(viewer_client, tree):
+    response = viewer_client.get(URL, {"resource_type": "tpu_hours"})
+
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_input"
+    assert "gpu_hours" in response.json()["message"]
 
 
 def test_it_filters_by_entity_id(viewer_client, tree):

@@ -1,0 +1,86 @@
+import argparse
+import signal
+import threading
+
+from django.core.management.base import BaseCommand
+from django.db import DatabaseError
+
+from allocations.management.commands.reconcile_usage import positive_int
+from allocations.services import allocations_expire
+
+
+def positive_seconds(raw: str) -> float:
+    """An argparse type: a number of seconds above 0."""
+    try:
+        value = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {raw!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, not {raw}")
+    return value
+
+
+class Command(BaseCommand):
+    help = (
+        "Release every active allocation whose lease has run out (database clock) "
+        "with status `expired` and an `expire` history row. Several copies may run "
+        "at once: each allocation is expired, and counted, by exactly one. One pass, "
+        "or with --loop a pass every SECONDS until SIGTERM or SIGINT (it stops "
+        "between batches). Exits 0, or 2 on a database error."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--loop",
+            metavar="SECONDS",
+            type=positive_seconds,
+            help="Repeat, waiting SECONDS between passes, until SIGTERM or SIGINT.",
+        )
+        parser.add_argument(
+            "--batch-size",
+            metavar="N",
+            type=positive_int,
+            default=100,
+            help="Allocations expired between two looks at the stop signal "
+            "(default 100).",
+        )
+        parser.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="Count the allocations that would expire; change nothing.",
+        )
+
+    def handle(self, *args, loop, batch_size, dry_run, **options):
+        stop = threading.Event()
+        previous = self._stop_on_signals(stop)
+        try:
+            while True:
+                count = allocations_expire(
+                    batch_size=batch_size, dry_run=dry_run, should_stop=stop.is_set
+                )
+                if dry_run:
+                    self.stdout.write(f"would expire {count} allocations (dry run)")
+                else:
+                    self.stdout.write(f"expired {count} allocations")
+                # A supervisor reading our pipe sees each pass as it ends.
+                self.stdout.flush()
+                if loop is None or stop.wait(loop):
+                    break
+        except DatabaseError as exc:
+            self.stderr.write(f"cannot expire allocations: {exc.__class__.__name__}")
+            raise SystemExit(2) from None
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    @staticmethod
+    def _stop_on_signals(stop: threading.Event) -> dict:
+        """Turn SIGTERM and SIGINT into a request to stop between batches. Only the
+        main thread may install handlers; elsewhere (call_command from a thread)
+        the signals keep their meaning."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        return {
+            signum: signal.signal(signum, lambda *_: stop.set())
+            for signum in (signal.SIGTERM, signal.SIGINT)
+        }
