@@ -1,3 +1,5 @@
+from datetime import UTC
+
 import django_filters
 from rest_framework.exceptions import ValidationError
 
@@ -39,9 +41,19 @@ class QuotaAllocationFilter(django_filters.FilterSet):
         return queryset
 
 
+class UTCIsoDateTimeFilter(django_filters.IsoDateTimeFilter):
+    """An ISO 8601 instant, converted to UTC before it reaches the database: Python
+    accepts offsets up to ±23:59, PostgreSQL only up to ±15:59."""
+
+    def filter(self, qs, value):
+        if value is not None:
+            value = value.astimezone(UTC)
+        return super().filter(qs, value)
+
+
 class HistoryFilter(django_filters.FilterSet):
-    since = django_filters.IsoDateTimeFilter(field_name="timestamp", lookup_expr="gte")
-    until = django_filters.IsoDateTimeFilter(field_name="timestamp", lookup_expr="lt")
+    since = UTCIsoDateTimeFilter(field_name="timestamp", lookup_expr="gte")
+    until = UTCIsoDateTimeFilter(field_name="timestamp", lookup_expr="lt")
     operation = LowerChoiceFilter(
         field_name="operation", choices=HistoryOperation.values
     )
