@@ -5,26 +5,34 @@ from django.db.models import QuerySet
 
 from allocations.models import Allocation, UsageHistory
 from horizon_quota.errors import NotFound
+from quotas.scoping import by_quota_in_scope
 
 
-def allocation_list() -> QuerySet[Allocation]:
-    return Allocation.objects.all()
+def allocation_list(*, scope_id: UUID | None = None) -> QuerySet[Allocation]:
+    """Every allocation, or those whose quota is in the key's scope."""
+    return by_quota_in_scope(Allocation.objects.all(), scope_id)
 
 
-def allocation_get(*, allocation_id: UUID) -> Allocation:
+def allocation_get(*, allocation_id: UUID, scope_id: UUID | None = None) -> Allocation:
+    """The allocation; 404 when it does not exist or lies outside the scope."""
     try:
-        return Allocation.objects.get(id=allocation_id)
+        return allocation_list(scope_id=scope_id).get(id=allocation_id)
     except Allocation.DoesNotExist:
         raise NotFound(f"Allocation {allocation_id} not found.") from None
 
 
-def quota_allocation_list(*, quota_id: UUID) -> QuerySet[Allocation]:
-    return Allocation.objects.filter(quota_id=quota_id)
+def quota_allocation_list(
+    *, quota_id: UUID, scope_id: UUID | None = None
+) -> QuerySet[Allocation]:
+    return by_quota_in_scope(Allocation.objects.filter(quota_id=quota_id), scope_id)
 
 
-def history_list(*, quota_id: UUID) -> QuerySet[UsageHistory]:
-    """A quota's history rows; they outlive the quota itself."""
-    return UsageHistory.objects.filter(quota_id=quota_id)
+def history_list(
+    *, quota_id: UUID, scope_id: UUID | None = None
+) -> QuerySet[UsageHistory]:
+    """A quota's history rows; they outlive the quota itself (for unscoped keys:
+    a scoped key sees only rows of existing quotas in its scope)."""
+    return by_quota_in_scope(UsageHistory.objects.filter(quota_id=quota_id), scope_id)
 
 
 USAGE_DRIFT_SQL = """

@@ -33,6 +33,11 @@ from allocations.selectors import usage_drift
 from horizon_quota.fields import normalize_amount as _dec
 from horizon_quota.observability import ALLOCATION_OUTCOMES
 from quotas.models import Quota
+from quotas.scoping import (
+    ensure_allocation_in_scope,
+    ensure_entity_in_scope,
+    quota_in_scope,
+)
 from quotas.selectors import resource_type_get
 
 
@@ -157,8 +162,16 @@ def allocation_check(
     resource_type: str,
     requested_value: Decimal,
     allow_burst: bool = False,
+    scope_id: UUID | None = None,
 ) -> CheckResult:
-    """Evaluate the allocate predicate at every level, without writing."""
+    """Evaluate the allocate predicate at every level, without writing. An entity
+    outside the key's scope (``scope_id``) is a 404."""
+    ensure_entity_in_scope(
+        entity_type=entity_type,
+        entity_id=entity_id,
+        resource_type=resource_type,
+        scope_id=scope_id,
+    )
     outcome = _call(
         "hq_check", entity_type, entity_id, resource_type, requested_value, allow_burst
     )
@@ -192,8 +205,17 @@ def allocation_create(
     allow_burst: bool = False,
     metadata: dict | None = None,
     ttl_seconds: int | None = None,
+    scope_id: UUID | None = None,
 ) -> AllocationResult:
-    """Allocate along the whole path, or not at all; replay an identical retry."""
+    """Allocate along the whole path, or not at all; replay an identical retry.
+    An entity outside the key's scope (``scope_id``) is a 404 and writes nothing:
+    it is checked before the engine runs."""
+    ensure_entity_in_scope(
+        entity_type=entity_type,
+        entity_id=entity_id,
+        resource_type=resource_type,
+        scope_id=scope_id,
+    )
     arguments = (
         entity_type,
         entity_id,
@@ -228,6 +250,11 @@ def allocation_create(
         )
     if kind == "conflict":
         existing = _allocation(outcome["allocation"])
+        if not quota_in_scope(existing["quota_id"], scope_id):
+            # The job's allocation lies outside the key's scope: say no more.
+            raise Conflict(
+                f"Job {job_id} already holds an active {resource_type} allocation."
+            )
         raise Conflict(
             f"Job {job_id} already holds an active {resource_type} allocation "
             f"({existing['id']}) with different values: "
@@ -270,8 +297,12 @@ def _release(allocation_id: UUID, status: str, only_expired: bool) -> dict[str, 
     return _allocation(outcome["allocation"])
 
 
-def allocation_release(*, allocation_id: UUID) -> dict[str, Any]:
-    """Return the allocation's amount to every level of its path, exactly once."""
+def allocation_release(
+    *, allocation_id: UUID, scope_id: UUID | None = None
+) -> dict[str, Any]:
+    """Return the allocation's amount to every level of its path, exactly once.
+    An allocation outside the key's scope is a 404 and is left alone."""
+    ensure_allocation_in_scope(allocation_id, scope_id)
     return _release(allocation_id, AllocationStatus.RELEASED, only_expired=False)
 
 
@@ -280,9 +311,12 @@ def allocation_expire(*, allocation_id: UUID) -> dict[str, Any]:
     return _release(allocation_id, AllocationStatus.EXPIRED, only_expired=True)
 
 
-def allocation_renew(*, allocation_id: UUID, ttl_seconds: int) -> Allocation:
+def allocation_renew(
+    *, allocation_id: UUID, ttl_seconds: int, scope_id: UUID | None = None
+) -> Allocation:
     """Extend an active allocation's lease to ``ttl_seconds`` from now (database
-    clock). Touches no quota row."""
+    clock). Touches no quota row. Outside the key's scope it is a 404."""
+    ensure_allocation_in_scope(allocation_id, scope_id)
     # A lease that has run out is over, even before the sweeper releases it.
     renewed = Allocation.objects.filter(
         Q(expires_at__isnull=True) | Q(expires_at__gt=Now()),

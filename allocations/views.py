@@ -20,9 +20,15 @@ from allocations.serializers import (
 from horizon_quota.api import LinkHeaderCursorPagination
 from horizon_quota.schema import error_responses
 from quotas.models import ApiKeyRole, Quota
+from quotas.scoping import scope_of
 from quotas.selectors import quota_get
 
 SCHEDULER_ROLES = {ApiKeyRole.ADMIN, ApiKeyRole.SCHEDULER}
+
+
+def _scope(request):
+    """The scope of the request's key (quotas/scoping.py); None when unscoped."""
+    return scope_of(getattr(request, "auth", None))
 
 
 class AllocationPagination(LinkHeaderCursorPagination):
@@ -33,7 +39,7 @@ class HistoryPagination(LinkHeaderCursorPagination):
     ordering = ("-timestamp", "-id")
 
 
-def _with_current_levels(result, request: dict):
+def _with_current_levels(result, request: dict, scope_id=None):
     """A replay comes back from the engine as the allocation alone; its response
     still carries the path's levels and warnings (DESIGN §5), read as they stand."""
     if result.replayed:
@@ -43,6 +49,7 @@ def _with_current_levels(result, request: dict):
             resource_type=request["resource_type"],
             requested_value=Decimal("0"),
             allow_burst=request["allow_burst"],
+            scope_id=scope_id,
         )
         result.levels = current.levels
         result.warnings = current.warnings
@@ -72,7 +79,9 @@ class AllocationCheckView(generics.GenericAPIView):
     def post(self, request):
         serializer = AllocationCheckSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        result = services.allocation_check(**serializer.validated_data)
+        result = services.allocation_check(
+            **serializer.validated_data, scope_id=_scope(request)
+        )
         return Response(CheckResultSerializer(result).data)
 
 
@@ -83,7 +92,7 @@ class AllocationListCreateView(generics.GenericAPIView):
     write_roles = SCHEDULER_ROLES
 
     def get_queryset(self):
-        return selectors.allocation_list()
+        return selectors.allocation_list(scope_id=_scope(self.request))
 
     @extend_schema(
         tags=["allocations"],
@@ -111,8 +120,11 @@ class AllocationListCreateView(generics.GenericAPIView):
     def post(self, request):
         serializer = AllocationCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        result = services.allocation_create(**serializer.validated_data)
-        result = _with_current_levels(result, serializer.validated_data)
+        scope_id = _scope(request)
+        result = services.allocation_create(
+            **serializer.validated_data, scope_id=scope_id
+        )
+        result = _with_current_levels(result, serializer.validated_data, scope_id)
         code = status.HTTP_200_OK if result.replayed else status.HTTP_201_CREATED
         return Response(_grant_body(result), status=code)
 
@@ -127,7 +139,9 @@ class AllocationDetailView(generics.GenericAPIView):
         responses={200: AllocationSerializer, **error_responses(401, 404)},
     )
     def get(self, request, allocation_id):
-        allocation = selectors.allocation_get(allocation_id=allocation_id)
+        allocation = selectors.allocation_get(
+            allocation_id=allocation_id, scope_id=_scope(request)
+        )
         return Response(AllocationSerializer(allocation).data)
 
     @extend_schema(
@@ -148,7 +162,9 @@ class AllocationDetailView(generics.GenericAPIView):
         },
     )
     def delete(self, request, allocation_id):
-        allocation = services.allocation_release(allocation_id=allocation_id)
+        allocation = services.allocation_release(
+            allocation_id=allocation_id, scope_id=_scope(request)
+        )
         return Response(allocation_body(allocation))
 
 
@@ -179,7 +195,9 @@ class AllocationRenewView(generics.GenericAPIView):
         serializer = RenewSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         allocation = services.allocation_renew(
-            allocation_id=allocation_id, **serializer.validated_data
+            allocation_id=allocation_id,
+            **serializer.validated_data,
+            scope_id=_scope(request),
         )
         return Response(AllocationSerializer(allocation).data)
 
@@ -192,7 +210,9 @@ class QuotaAllocationsView(generics.GenericAPIView):
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # schema generation
             return Allocation.objects.none()
-        return selectors.quota_allocation_list(quota_id=self.kwargs["quota_id"])
+        return selectors.quota_allocation_list(
+            quota_id=self.kwargs["quota_id"], scope_id=_scope(self.request)
+        )
 
     @extend_schema(
         tags=["quotas"],
@@ -211,7 +231,8 @@ class QuotaAllocationsView(generics.GenericAPIView):
         },
     )
     def get(self, request, quota_id):
-        quota_get(quota_id=quota_id)  # 404 for an unknown quota
+        # 404 for an unknown quota or one outside the key's scope.
+        quota_get(quota_id=quota_id, scope_id=_scope(request))
         page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
         return self.get_paginated_response(AllocationSerializer(page, many=True).data)
 
@@ -224,7 +245,9 @@ class QuotaHistoryView(generics.GenericAPIView):
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # schema generation
             return UsageHistory.objects.none()
-        return selectors.history_list(quota_id=self.kwargs["quota_id"])
+        return selectors.history_list(
+            quota_id=self.kwargs["quota_id"], scope_id=_scope(self.request)
+        )
 
     @extend_schema(
         tags=["quotas"],
@@ -233,8 +256,12 @@ class QuotaHistoryView(generics.GenericAPIView):
     )
     def get(self, request, quota_id):
         queryset = self.get_queryset()
+        scope_id = _scope(request)
+        if scope_id is not None:
+            # A scoped key sees the history of existing quotas in its scope only.
+            quota_get(quota_id=quota_id, scope_id=scope_id)
         # A deleted quota keeps serving its rows; an id that never existed is a 404.
-        if not Quota.objects.filter(id=quota_id).exists() and not queryset.exists():
+        elif not Quota.objects.filter(id=quota_id).exists() and not queryset.exists():
             quota_get(quota_id=quota_id)
         page = self.paginate_queryset(self.filter_queryset(queryset))
         return self.get_paginated_response(HistorySerializer(page, many=True).data)

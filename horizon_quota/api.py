@@ -182,20 +182,58 @@ def _reject_constant(name: str):
     raise ValueError(f"{name} is not a valid JSON number")
 
 
+# A JSON string, escapes included; its brackets do not nest anything.
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_JSON_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def json_depth_exceeds(text: str, limit: int) -> bool:
+    """Whether arrays and objects in ``text`` nest deeper than ``limit``.
+
+    A scan without recursion, done before ``json.loads`` so that a deep document is
+    refused in time linear in its size, whatever the interpreter's recursion limit.
+    """
+    depth = 0
+    for match in _JSON_BRACKET.finditer(_JSON_STRING.sub("", text)):
+        if match.group() in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth -= 1
+    return False
+
+
 class StrictJSONParser(JSONParser):
     """JSON parser that keeps numbers exact and refuses NaN and Infinity.
 
     Floats are parsed as ``Decimal`` so that ``0.1`` stays 0.1 and an amount with five
     decimal places is seen, and refused, instead of being rounded by a binary float.
+    It reads at most ``DATA_UPLOAD_MAX_MEMORY_SIZE`` bytes (a larger body is 413) and
+    refuses nesting deeper than ``API_MAX_JSON_DEPTH`` before parsing.
     """
 
     def parse(self, stream, media_type=None, parser_context=None):
         parser_context = parser_context or {}
         encoding = parser_context.get("encoding", settings.DEFAULT_CHARSET)
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        raw = b""
+        if stream:
+            # DRF hands over the request itself, which Django does not size-check
+            # on read(): read one byte past the limit to see an oversize body.
+            raw = stream.read(limit + 1) if limit is not None else stream.read()
+        if limit is not None and len(raw) > limit:
+            raise RequestDataTooBig("The request body is too large.")
+        max_depth = settings.API_MAX_JSON_DEPTH
         try:
-            text = stream.read().decode(encoding) if stream else ""
+            text = raw.decode(encoding)
             if not text.strip():
                 return {}
+            if json_depth_exceeds(text, max_depth):
+                raise exceptions.ParseError(
+                    f"Malformed JSON: nested deeper than {max_depth} levels "
+                    "(API_MAX_JSON_DEPTH)."
+                )
             return json.loads(
                 text, parse_float=Decimal, parse_constant=_reject_constant
             )

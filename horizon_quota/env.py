@@ -80,3 +80,38 @@ def env_choice(name: str, default: str, choices: set[str]) -> str:
             f"{name}: expected one of {', '.join(sorted(choices))}, got {value!r}"
         )
     return value.upper()
+
+
+_RATE = re.compile(
+    r"([0-9]+)\s*/\s*([0-9]*)\s*(s|sec|second|m|min|minute|h|hour|d|day)s?",
+    re.IGNORECASE,
+)
+_PERIOD_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_rate(name: str, value: str) -> tuple[int, int] | None:
+    """``"6000/min"`` → (6000, 60); ``"100/10s"`` → (100, 10); "0"/"off" → None."""
+    text = value.strip()
+    if text.lower() in {"0", "off"}:
+        return None
+    match = _RATE.fullmatch(text)
+    if not match:
+        raise ImproperlyConfigured(
+            f"{name}: expected a rate such as 6000/min, 100/10s or 50000/hour "
+            f"(or 0/off to disable), got {value!r}"
+        )
+    count = int(match.group(1))
+    multiple = int(match.group(2)) if match.group(2) else 1
+    period = multiple * _PERIOD_SECONDS[match.group(3)[0].lower()]
+    if count < 1 or period < 1:
+        raise ImproperlyConfigured(
+            f"{name}: the count and the period must be at least 1, got {value!r}"
+        )
+    return count, period
+
+
+def env_rate(name: str, default: str) -> tuple[int, int] | None:
+    value = _raw(name)
+    if value is None or value == "":
+        value = default
+    return parse_rate(name, value)

@@ -43,3 +43,8 @@ class AlreadyExists(ServiceError):
 class Conflict(ServiceError):
     kind = "conflict"
     status = 409
+
+
+class Forbidden(ServiceError):
+    kind = "forbidden"
+    status = 403

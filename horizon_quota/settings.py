@@ -1,12 +1,20 @@
 """Django settings for horizon-quota, read from the environment (see README)."""
 
 import ipaddress
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from horizon_quota.env import env_bool, env_choice, env_int, env_list, env_str
+from horizon_quota.env import (
+    env_bool,
+    env_choice,
+    env_int,
+    env_list,
+    env_rate,
+    env_str,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
@@ -55,6 +63,7 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "axes",
     "quotas",
     "allocations",
 ]
@@ -69,6 +78,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into its lockout answer.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "horizon_quota.urls"
@@ -133,6 +144,21 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
+# --- Admin login guard (django-axes) ------------------------------------------
+# Failed admin logins are counted in the database (so across worker processes) per
+# username and client address; past the limit that pair is refused, even with the
+# right password, for the cool-off time. A successful login resets the count.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("ADMIN_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(
+    minutes=env_int("ADMIN_LOGIN_LOCKOUT_MINUTES", 15, minimum=1)
+)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
@@ -155,6 +181,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "horizon_quota.api.LinkHeaderCursorPagination",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "horizon_quota.api.exception_handler",
+    "DEFAULT_THROTTLE_CLASSES": ["horizon_quota.throttling.ApiKeyWriteThrottle"],
     "UNAUTHENTICATED_USER": None,
     "COERCE_DECIMAL_TO_STRING": False,
 }
@@ -183,6 +210,14 @@ SPECTACULAR_SETTINGS = {
 API_KEY_CACHE_SECONDS = env_int("API_KEY_CACHE_SECONDS", 10, minimum=0)
 API_PAGE_SIZE = env_int("API_PAGE_SIZE", 100, minimum=1)
 API_MAX_PAGE_SIZE = env_int("API_MAX_PAGE_SIZE", 1000, minimum=1)
+# Writes per API key (POST/PUT/PATCH/DELETE under /api/v1), counted in PostgreSQL so
+# the limit holds across worker processes (horizon_quota/throttling.py); "0" or "off"
+# disables it. Parsed here so that a bad value stops start-up.
+API_WRITE_RATE = env_rate("API_WRITE_RATE", "6000/min")
+# Request bodies above this answer 413 payload_too_large.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("API_MAX_BODY_BYTES", 1024 * 1024, minimum=1)
+# JSON nested deeper than this answers 400 invalid_input (checked before parsing).
+API_MAX_JSON_DEPTH = env_int("API_MAX_JSON_DEPTH", 32, minimum=1)
 
 # --- Logging --------------------------------------------------------------------
 LOG_LEVEL = env_choice(

@@ -2,6 +2,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.http import HttpResponseRedirect
+from django.template.response import TemplateResponse
 
 from horizon_quota.admin_paging import EstimatedCountPaginator
 from horizon_quota.errors import ServiceError
@@ -228,6 +229,48 @@ class QuotaAdmin(admin.ModelAdmin):
         )
 
 
+class ApiKeyAddForm(forms.ModelForm):
+    """Creates the key through ``api_key_create`` in clean(); the raw key is kept on
+    the form only to render the one confirmation page."""
+
+    raw_key: str | None = None
+
+    class Meta:
+        model = ApiKey
+        fields = ["name", "role", "scope", "expires_at"]
+
+    def _post_clean(self):
+        pass  # the service validates and saves
+
+    def clean(self):
+        cleaned = super().clean()
+        if self.errors:
+            return cleaned
+        scope = cleaned.get("scope")
+        try:
+            self.instance, self.raw_key = services.api_key_create(
+                name=cleaned.get("name") or "",
+                role=cleaned.get("role") or "",
+                scope_id=scope.pk if scope else None,
+                expires_at=cleaned.get("expires_at"),
+            )
+        except ServiceError as exc:
+            raise ValidationError(exc.message) from None
+        self.instance._raw_key = self.raw_key  # for ApiKeyAdmin.response_add only
+        return cleaned
+
+
+class ApiKeyChangeForm(forms.ModelForm):
+    revoke = forms.BooleanField(
+        required=False,
+        help_text="Revoke the key: the API refuses it from now on. Cannot be undone.",
+    )
+
+    class Meta:
+        model = ApiKey
+        fields = ["name"]
+
+
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
     list_display = [
@@ -237,16 +280,86 @@ class ApiKeyAdmin(admin.ModelAdmin):
         "scope",
         "created_at",
         "expires_at",
+        "last_used_at",
         "revoked_at",
     ]
     list_filter = ["role"]
     search_fields = ["name", "prefix"]
-    readonly_fields = ["prefix", "created_at", "last_used_at"]
     autocomplete_fields = ["scope"]
+    actions = ["revoke_selected"]
+    # The hash is never shown: it is in no form and no list.
+    _CHANGE_READONLY = [
+        "prefix",
+        "role",
+        "scope",
+        "created_at",
+        "expires_at",
+        "last_used_at",
+        "revoked_at",
+    ]
 
-    def has_add_permission(self, request):
-        # Keys are made with `manage.py create_api_key`, which shows the secret once.
-        return False
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        kwargs["form"] = ApiKeyChangeForm if obj is not None else ApiKeyAddForm
+        return super().get_form(request, obj, change, **kwargs)
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ["name", "role", "scope", "expires_at"]
+        if obj.revoked_at is not None:
+            return ["name", *self._CHANGE_READONLY]
+        return ["name", "revoke", *self._CHANGE_READONLY]
+
+    def get_readonly_fields(self, request, obj=None):
+        return self._CHANGE_READONLY if obj is not None else []
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)  # revoke instead: keep the record
+        return actions
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            return  # ApiKeyAddForm.clean() created it through the service
+        if "name" in form.changed_data:
+            obj.save(update_fields=["name"])
+        if form.cleaned_data.get("revoke"):
+            try:
+                services.api_key_revoke(
+                    key_id_or_prefix=obj.prefix,
+                    actor=services.Actor.for_staff_user(request.user),
+                )
+            except ServiceError as exc:
+                self.message_user(request, exc.message, level=messages.ERROR)
+
+    def response_add(self, request, obj, post_url_continue=None):
+        # The one page that shows the secret: rendered here, never stored or
+        # redirected to, so it cannot be shown again.
+        response = TemplateResponse(
+            request,
+            "admin/quotas/apikey/created.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "API key created",
+                "key": obj,
+                "raw_key": obj._raw_key,
+                "opts": self.opts,
+            },
+        )
+        response["Cache-Control"] = "no-store"
+        return response
+
+    @admin.action(description="Revoke selected API keys")
+    def revoke_selected(self, request, queryset):
+        actor = services.Actor.for_staff_user(request.user)
+        revoked = 0
+        for key in queryset.filter(revoked_at__isnull=True):
+            try:
+                services.api_key_revoke(key_id_or_prefix=key.prefix, actor=actor)
+            except ServiceError as exc:
+                self.message_user(request, exc.message, level=messages.WARNING)
+            else:
+                revoked += 1
+        self.message_user(request, f"Revoked {revoked} API key(s).")
 
 
 # The read-only audit trail admin lives in its own module; importing it registers it.

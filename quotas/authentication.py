@@ -1,8 +1,11 @@
 import hmac
 import re
 import time
+from datetime import timedelta
 
 from django.conf import settings
+from django.db.models import Q
+from django.db.models.functions import Now
 from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
@@ -27,6 +30,28 @@ def forget_verified_keys() -> None:
     _verified.clear()
 
 
+def forget_verified_key(key_id: int) -> None:
+    """Drop one key from this process's cache (e.g. once it is revoked)."""
+    for digest, (_, key) in list(_verified.items()):
+        if key.pk == key_id:
+            _verified.pop(digest, None)
+
+
+# last_used_at is written at most once a minute per key, not on every request.
+LAST_USED_RESOLUTION = timedelta(seconds=60)
+
+
+def _record_use(key: ApiKey, now) -> None:
+    if key.last_used_at is not None and now - key.last_used_at < LAST_USED_RESOLUTION:
+        return
+    # Conditional on the stored value, so other processes sharing the key do not
+    # rewrite it within the minute either; stamped with the database clock.
+    ApiKey.objects.filter(pk=key.pk).filter(
+        Q(last_used_at__isnull=True) | Q(last_used_at__lt=Now() - LAST_USED_RESOLUTION)
+    ).update(last_used_at=Now())
+    key.last_used_at = now  # the cached copy: no write again within the minute
+
+
 class ApiKeyAuthentication(authentication.BaseAuthentication):
     """``Authorization: Api-Key <key>``. The request's ``auth`` is the ``ApiKey``."""
 
@@ -43,15 +68,11 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         if key is None:
             raise exceptions.AuthenticationFailed("Invalid API key.")
         now = timezone.now()
-        if key.scope_id is not None:
-            # Fail closed until subtree isolation is enforced (see api_key_create).
-            raise exceptions.AuthenticationFailed(
-                "Scoped keys are not supported by this version yet."
-            )
         if key.revoked_at is not None:
             raise exceptions.AuthenticationFailed("This API key has been revoked.")
         if key.expires_at is not None and key.expires_at <= now:
             raise exceptions.AuthenticationFailed("This API key has expired.")
+        _record_use(key, now)
         return (None, key)
 
     def _cached_key_for(self, raw_key: str) -> ApiKey | None:

@@ -4,6 +4,7 @@ import uuid
 from decimal import Decimal
 
 from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import GinIndex
 from django.db import models
 from django.db.models import F, Q
 from django.db.models.functions import Now
@@ -158,6 +159,8 @@ class Quota(models.Model):
             # Filter by entity_id alone (the unique constraint leads with
             # entity_type).
             models.Index(fields=["entity_id"], name="quotas_entity_id_idx"),
+            # API key scopes: path @> ARRAY[scope_id] (quotas/scoping.py).
+            GinIndex(fields=["path"], name="quotas_path_gin"),
         ]
 
     def __str__(self):
@@ -197,7 +200,7 @@ class ApiKey(models.Model):
     prefix = models.CharField(max_length=16, unique=True, editable=False)
     key_hash = models.CharField(max_length=64, editable=False)
     role = models.CharField(max_length=12, choices=ApiKeyRole.choices)
-    # Optional subtree the key is confined to (enforced from the security issue on).
+    # Optional subtree the key is confined to (quotas/scoping.py).
     scope = models.ForeignKey(
         Quota,
         on_delete=models.CASCADE,

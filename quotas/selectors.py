@@ -1,18 +1,22 @@
 from uuid import UUID
 
-from django.db.models import QuerySet, Sum
+from django.db.models import Q, QuerySet, Sum
+from django.db.models.functions import Now
 
 from horizon_quota.errors import InvalidInput, NotFound
-from quotas.models import Quota, QuotaChange, ResourceType
+from quotas.models import ApiKey, Quota, QuotaChange, ResourceType
+from quotas.scoping import by_quota_in_scope, quotas_in_scope
 
 
-def quota_list() -> QuerySet[Quota]:
-    return Quota.objects.select_related("resource_type")
+def quota_list(*, scope_id: UUID | None = None) -> QuerySet[Quota]:
+    """Every quota, or those in the key's scope (quotas/scoping.py)."""
+    return quotas_in_scope(Quota.objects.select_related("resource_type"), scope_id)
 
 
-def quota_get(*, quota_id: UUID) -> Quota:
+def quota_get(*, quota_id: UUID, scope_id: UUID | None = None) -> Quota:
+    """The quota; 404 when it does not exist or lies outside the scope."""
     try:
-        return quota_list().get(id=quota_id)
+        return quota_list(scope_id=scope_id).get(id=quota_id)
     except Quota.DoesNotExist:
         raise NotFound(f"Quota {quota_id} not found.") from None
 
@@ -23,13 +27,19 @@ def quota_path(*, quota: Quota) -> list[Quota]:
     return [by_id[quota_id] for quota_id in quota.path]
 
 
-def quota_change_list(*, quota_id: UUID) -> QuerySet[QuotaChange]:
-    """A quota's audit trail; it outlives the quota itself."""
-    return QuotaChange.objects.filter(quota_id=quota_id)
+def quota_change_list(
+    *, quota_id: UUID, scope_id: UUID | None = None
+) -> QuerySet[QuotaChange]:
+    """A quota's audit trail; it outlives the quota itself (for unscoped keys)."""
+    return by_quota_in_scope(QuotaChange.objects.filter(quota_id=quota_id), scope_id)
 
 
-def quota_has_existed(*, quota_id: UUID) -> bool:
-    """Whether the quota exists, or existed and left an audit trail behind."""
+def quota_has_existed(*, quota_id: UUID, scope_id: UUID | None = None) -> bool:
+    """Whether the quota exists, or existed and left an audit trail behind. For a
+    scoped key: whether it exists in the scope (a deleted quota's trail is for
+    unscoped keys only)."""
+    if scope_id is not None:
+        return quota_list(scope_id=scope_id).filter(id=quota_id).exists()
     return (
         Quota.objects.filter(id=quota_id).exists()
         or QuotaChange.objects.filter(quota_id=quota_id).exists()
@@ -53,3 +63,23 @@ def resource_type_get(*, slug: str) -> ResourceType:
             f"Unknown resource_type {slug!r}; valid: {valid}.",
             fields={"resource_type": [f"Unknown resource type. Valid: {valid}."]},
         ) from None
+
+
+def api_key_list(*, include_inactive: bool = False) -> QuerySet[ApiKey]:
+    """API keys, oldest first; only the active ones (neither revoked nor expired by
+    the database clock) unless ``include_inactive``."""
+    keys = ApiKey.objects.order_by("created_at", "id")
+    if not include_inactive:
+        keys = keys.filter(revoked_at__isnull=True).filter(
+            Q(expires_at__isnull=True) | Q(expires_at__gt=Now())
+        )
+    return keys
+
+
+def api_key_state(key: ApiKey, *, now) -> str:
+    """``revoked``, ``expired`` or ``active`` at ``now``."""
+    if key.revoked_at is not None:
+        return "revoked"
+    if key.expires_at is not None and key.expires_at <= now:
+        return "expired"
+    return "active"

@@ -18,6 +18,7 @@ transaction: who made it (``Actor``), why (``reason``) and every field's old and
 value. A change that is refused, or an update that changes nothing, records nothing.
 """
 
+import logging
 import unicodedata
 import uuid
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ from quotas.models import (
     Quota,
     QuotaChange,
 )
+from quotas.scoping import ensure_may_change, ensure_may_create_under
 from quotas.selectors import children_limit_sum, resource_type_get
 
 UPDATABLE_FIELDS = ("limit_value", "soft_limit", "burst_limit", "overcommit_ratio")
@@ -222,8 +224,11 @@ def quota_create(
     overcommit_ratio: Decimal = Decimal("1"),
     actor: Actor | None = None,
     reason: str = "",
+    scope_id: UUID | None = None,
 ) -> Quota:
+    """Create a quota; a key scoped to ``scope_id`` only inside its subtree."""
     reason = change_reason_clean(reason)
+    ensure_may_create_under(parent_id, scope_id)
     rtype = resource_type_get(slug=resource_type)
     _check_own_limits(
         limit_value=limit_value, soft_limit=soft_limit, burst_limit=burst_limit
@@ -310,10 +315,12 @@ def quota_update(
     expected_version: int | None = None,
     actor: Actor | None = None,
     reason: str = "",
+    scope_id: UUID | None = None,
 ) -> Quota:
     """Apply ``changes`` (a subset of UPDATABLE_FIELDS; ``None`` clears soft and
     burst limits) after checking every rule from both sides of the hierarchy."""
     reason = change_reason_clean(reason)
+    ensure_may_change(quota_id, scope_id)
     unknown = set(changes) - set(UPDATABLE_FIELDS)
     if unknown:
         raise InvalidInput(f"Cannot change: {', '.join(sorted(unknown))}.")
@@ -395,9 +402,14 @@ def quota_update(
 
 @transaction.atomic
 def quota_delete(
-    *, quota_id: UUID, actor: Actor | None = None, reason: str = ""
+    *,
+    quota_id: UUID,
+    actor: Actor | None = None,
+    reason: str = "",
+    scope_id: UUID | None = None,
 ) -> None:
     reason = change_reason_clean(reason)
+    ensure_may_change(quota_id, scope_id)
     # Lock the quota: a child created concurrently locks it as its parent first,
     # so "no children" stays true until we commit.
     quota = lock_quotas([quota_id]).get(quota_id)
@@ -446,12 +458,6 @@ def api_key_create(
             scope = Quota.objects.get(id=scope_id)
         except (Quota.DoesNotExist, ValidationError, ValueError):
             raise InvalidInput(f"No quota {scope_id} to scope the key to.") from None
-        # Fail closed: subtree isolation is not enforced by this version yet, and a
-        # key that claims a scope it does not honour would be worse than none.
-        raise InvalidInput(
-            "Scoped keys are not enforced by this version yet; refusing to create "
-            f"a key for {scope_id} that would not be confined to it."
-        )
     prefix, raw_key = ApiKey.generate()
     key = ApiKey.objects.create(
         name=name.strip(),
@@ -462,3 +468,41 @@ def api_key_create(
         key_hash=ApiKey.hash_key(raw_key),
     )
     return key, raw_key
+
+
+_key_log = logging.getLogger(__name__)
+
+
+def _api_key_lookup(key_id_or_prefix) -> ApiKey:
+    """The key with this prefix or, failing that, this numeric id; locked."""
+    value = str(key_id_or_prefix).strip()
+    keys = ApiKey.objects.select_for_update()
+    key = keys.filter(prefix=value).first() if value else None
+    if key is None and value.isdigit() and len(value) < 19:
+        key = keys.filter(id=int(value)).first()
+    if key is None:
+        raise NotFound(f"No API key with prefix or id {value!r}.")
+    return key
+
+
+def api_key_revoke(*, key_id_or_prefix, actor: Actor | None = None) -> ApiKey:
+    """Revoke a key (``revoked_at`` = the database clock) and forget it in this
+    process's authentication cache; other processes refuse it within
+    API_KEY_CACHE_SECONDS. Revoking a revoked key is a ``Conflict``."""
+    with transaction.atomic():
+        key = _api_key_lookup(key_id_or_prefix)
+        if key.revoked_at is not None:
+            raise Conflict(
+                f"API key {key.prefix} ({key.name}) was already revoked at "
+                f"{key.revoked_at:%Y-%m-%dT%H:%M:%SZ}."
+            )
+        ApiKey.objects.filter(pk=key.pk).update(revoked_at=Now())
+        key.refresh_from_db(fields=["revoked_at"])
+    from quotas.authentication import forget_verified_key
+
+    forget_verified_key(key.pk)
+    actor = actor or Actor.system()
+    _key_log.info(
+        "API key %s (%s) revoked by %s %s", key.prefix, key.name, actor.type, actor.name
+    )
+    return key

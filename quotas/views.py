@@ -15,6 +15,7 @@ from horizon_quota.schema import error_responses
 from quotas import selectors, services
 from quotas.filters import QuotaFilter
 from quotas.models import REASON_MAX_LENGTH, QuotaChange
+from quotas.scoping import scope_of
 from quotas.serializers import (
     QuotaChangeSerializer,
     QuotaCreateSerializer,
@@ -49,6 +50,11 @@ def _change_reason(request) -> str:
     with contextlib.suppress(UnicodeEncodeError, UnicodeDecodeError):
         raw = raw.encode("latin-1").decode("utf-8")
     return services.change_reason_clean(raw, field=CHANGE_REASON_HEADER)
+
+
+def _scope(request):
+    """The scope of the request's key (quotas/scoping.py); None when unscoped."""
+    return scope_of(getattr(request, "auth", None))
 
 
 def _actor(request) -> services.Actor:
@@ -103,7 +109,7 @@ class QuotaListCreateView(generics.GenericAPIView):
     filterset_class = QuotaFilter
 
     def get_queryset(self):
-        return selectors.quota_list()
+        return selectors.quota_list(scope_id=_scope(self.request))
 
     @extend_schema(
         tags=["quotas"],
@@ -139,7 +145,10 @@ class QuotaListCreateView(generics.GenericAPIView):
         serializer = QuotaCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         quota = services.quota_create(
-            **serializer.validated_data, actor=_actor(request), reason=reason
+            **serializer.validated_data,
+            actor=_actor(request),
+            reason=reason,
+            scope_id=_scope(request),
         )
         return Response(QuotaSerializer(quota).data, status=status.HTTP_201_CREATED)
 
@@ -148,7 +157,9 @@ class QuotaDetailView(generics.GenericAPIView):
     serializer_class = QuotaSerializer
 
     def get_object(self):
-        return selectors.quota_get(quota_id=self.kwargs["quota_id"])
+        return selectors.quota_get(
+            quota_id=self.kwargs["quota_id"], scope_id=_scope(self.request)
+        )
 
     @extend_schema(
         tags=["quotas"],
@@ -174,6 +185,7 @@ class QuotaDetailView(generics.GenericAPIView):
             expected_version=version,
             actor=_actor(request),
             reason=reason,
+            scope_id=_scope(request),
         )
         return Response(QuotaSerializer(quota).data)
 
@@ -226,7 +238,10 @@ class QuotaDetailView(generics.GenericAPIView):
     def delete(self, request, quota_id):
         reason = _change_reason(request)
         services.quota_delete(
-            quota_id=self.get_object().id, actor=_actor(request), reason=reason
+            quota_id=self.get_object().id,
+            actor=_actor(request),
+            reason=reason,
+            scope_id=_scope(request),
         )
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -240,7 +255,7 @@ class QuotaUsageView(generics.GenericAPIView):
         responses={200: UsageSerializer, **error_responses(401, 404)},
     )
     def get(self, request, quota_id):
-        quota = selectors.quota_get(quota_id=quota_id)
+        quota = selectors.quota_get(quota_id=quota_id, scope_id=_scope(request))
         return Response(UsageSerializer(quota).data)
 
 
@@ -255,7 +270,9 @@ class QuotaAuditView(generics.GenericAPIView):
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # schema generation
             return QuotaChange.objects.none()
-        return selectors.quota_change_list(quota_id=self.kwargs["quota_id"])
+        return selectors.quota_change_list(
+            quota_id=self.kwargs["quota_id"], scope_id=_scope(self.request)
+        )
 
     @extend_schema(
         tags=["quotas"],
@@ -271,7 +288,8 @@ class QuotaAuditView(generics.GenericAPIView):
     )
     def get(self, request, quota_id):
         # A deleted quota keeps serving its trail; an id that never existed is a 404.
-        if not selectors.quota_has_existed(quota_id=quota_id):
-            selectors.quota_get(quota_id=quota_id)
+        scope_id = _scope(request)
+        if not selectors.quota_has_existed(quota_id=quota_id, scope_id=scope_id):
+            selectors.quota_get(quota_id=quota_id, scope_id=scope_id)
         page = self.paginate_queryset(self.get_queryset())
         return self.get_paginated_response(QuotaChangeSerializer(page, many=True).data)

@@ -208,5 +208,11 @@ def test_parent_autocomplete_answers(staff_client, tree):
     )
 
 
-def test_api_keys_cannot_be_added_in_the_admin(staff_client):
-    assert staff_client.get("/admin/quotas/apikey/add/").status_code == 403
+def test_the_api_key_add_form_never_takes_a_secret_or_hash(staff_client):
+    # Keys are added through api_key_create (tests/test_api_key_lifecycle.py): the
+    # form asks only for what the service needs, never for a prefix or hash.
+    response = staff_client.get("/admin/quotas/apikey/add/")
+
+    assert response.status_code == 200
+    fields = set(response.context["adminform"].form.fields)
+    assert fields == {"name", "role", "scope", "expires_at"}

@@ -211,26 +211,30 @@ def test_a_key_without_expires_in_never_expires(db):
     assert ApiKey.objects.get().expires_at is None
 
 
-def test_a_scope_is_refused_until_subtree_isolation_is_enforced(tree):
-    _, team, _ = tree
+def test_a_scope_confines_the_created_key_to_its_subtree(tree):
+    org, team, user = tree
 
-    with pytest.raises(CommandError) as error:
-        _create_key("research", "--role", "viewer", "--scope", str(team.id))
+    output, _ = _create_key("research", "--role", "viewer", "--scope", str(team.id))
+    raw_key = output.strip().splitlines()[-1]
 
-    assert "not enforced" in str(error.value)
-    assert not ApiKey.objects.exists()
+    key = ApiKey.objects.get()
+    assert key.scope_id == team.id
+    client = _client(raw_key)
+    listed = {row["id"] for row in client.get(QUOTAS).json()}
+    assert listed == {str(team.id), str(user.id)}
+    assert client.get(f"{QUOTAS}/{org.id}").status_code == 404
 
 
-def test_a_scoped_key_row_is_refused_at_authentication(tree):
-    _, team, _ = tree
+def test_a_scoped_key_row_is_accepted_at_authentication_and_confined(tree):
+    org, team, user = tree
     output, _ = _create_key("research", "--role", "viewer")
     raw_key = output.strip().splitlines()[-1]
     ApiKey.objects.update(scope=team)
 
     response = _client(raw_key).get(QUOTAS)
 
-    assert response.status_code == 401
-    assert "Scoped keys" in response.json()["message"]
+    assert response.status_code == 200
+    assert {row["id"] for row in response.json()} == {str(team.id), str(user.id)}
 
 
 @pytest.mark.parametrize("scope", [str(uuid.uuid4()), "not-a-uuid", "42"])
