@@ -245,8 +245,21 @@ def allocation_create(
             warnings=_warnings(levels),
         )
     if kind == "replayed":
+        # A replay answers like the grant it repeats: with the path's levels and
+        # warnings (DESIGN §5), read as they stand now. Only replays pay this read.
+        current = allocation_check(
+            entity_type=entity_type,
+            entity_id=entity_id,
+            resource_type=resource_type,
+            requested_value=Decimal("0"),
+            allow_burst=allow_burst,
+            scope_id=scope_id,
+        )
         return AllocationResult(
-            allocation=_allocation(outcome["allocation"]), replayed=True
+            allocation=_allocation(outcome["allocation"]),
+            replayed=True,
+            levels=current.levels,
+            warnings=current.warnings,
         )
     if kind == "conflict":
         existing = _allocation(outcome["allocation"])

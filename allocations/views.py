@@ -1,5 +1,3 @@
-from decimal import Decimal
-
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, status
 from rest_framework.response import Response
@@ -37,23 +35,6 @@ class AllocationPagination(LinkHeaderCursorPagination):
 
 class HistoryPagination(LinkHeaderCursorPagination):
     ordering = ("-timestamp", "-id")
-
-
-def _with_current_levels(result, request: dict, scope_id=None):
-    """A replay comes back from the engine as the allocation alone; its response
-    still carries the path's levels and warnings (DESIGN §5), read as they stand."""
-    if result.replayed:
-        current = services.allocation_check(
-            entity_type=request["entity_type"],
-            entity_id=request["entity_id"],
-            resource_type=request["resource_type"],
-            requested_value=Decimal("0"),
-            allow_burst=request["allow_burst"],
-            scope_id=scope_id,
-        )
-        result.levels = current.levels
-        result.warnings = current.warnings
-    return result
 
 
 def _grant_body(result) -> dict:
@@ -124,7 +105,6 @@ class AllocationListCreateView(generics.GenericAPIView):
         result = services.allocation_create(
             **serializer.validated_data, scope_id=scope_id
         )
-        result = _with_current_levels(result, serializer.validated_data, scope_id)
         code = status.HTTP_200_OK if result.replayed else status.HTTP_201_CREATED
         return Response(_grant_body(result), status=code)
 
