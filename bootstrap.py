@@ -2,7 +2,7 @@
 """One entry point for a fresh machine that has only Python 3.11+.
 
     python3 bootstrap.py serve        # set up, migrate, load demo data, serve on :8000
-    python3 bootstrap.py test [ARGS]  # set up, run the whole test suite (pytest ARGS)
+    python3 bootstrap.py test [ARGS]  # set up, lint, run every test (pytest ARGS)
     python3 bootstrap.py bench [ARGS] # set up and run the load benchmark
 
 Each command creates ``.venv`` when it is missing and installs the pinned
@@ -92,6 +92,22 @@ def ensure_debian_package(command: str, package: str, *, required: bool) -> None
         say(f"{package} is not installed; the tests that need it will skip")
 
 
+# What the test command checks before pytest runs: lint, formatting, and the
+# direction of imports between the apps (pyproject.toml, [tool.importlinter]).
+LINTS = (
+    ("ruff check", [".venv/bin/ruff", "check", "."]),
+    ("ruff format --check", [".venv/bin/ruff", "format", "--check", "."]),
+    ("lint-imports", [".venv/bin/lint-imports"]),
+)
+
+
+def lint() -> None:
+    for name, argv in LINTS:
+        say(name)
+        if subprocess.run([str(ROOT / argv[0]), *argv[1:]], check=False).returncode:
+            sys.exit(f"[bootstrap] {name} failed")
+
+
 def main() -> int:
     if len(sys.argv) < 2 or sys.argv[1] not in {"serve", "test", "bench"}:
         print(__doc__)
@@ -104,6 +120,7 @@ def main() -> int:
         argv = [str(PYTHON), "-m", "horizon_quota.serve", *args]
     elif command == "test":
         ensure_venv("requirements-dev.txt")
+        lint()
         # The admin's browser test drives Debian's chromium.
         ensure_debian_package("chromium", "chromium", required=False)
         argv = [str(PYTHON), "-m", "pytest", *args]

@@ -32,8 +32,9 @@ from allocations.exceptions import AlreadyReleased
 from allocations.models import Allocation, AllocationStatus, UsageHistory
 from allocations.services import allocation_release
 from horizon_quota.admin_paging import EstimatedCountPaginator
+from horizon_quota.amounts import amount_text, normalize_amount
 from horizon_quota.errors import NotFound
-from horizon_quota.fields import normalize_amount
+from quotas import admin_console
 from quotas.models import Quota, ResourceType
 
 
@@ -283,3 +284,52 @@ class UsageHistoryAdmin(ReadOnlyAdmin):
             )
             condition = Q(quota_id__in=quota_ids, entity_id=term)
         return queryset.filter(condition), False
+
+
+def quota_page_panels(quota: Quota) -> dict:
+    """The allocation panels of a quota's change page (``quotas.admin_console``):
+    its latest active allocations and its recent usage history, two bounded
+    queries."""
+    # alloc_quota_active_idx serves this one: active rows of one quota, newest first.
+    allocations, more_allocations = admin_console.bounded(
+        Allocation.objects.filter(
+            quota_id=quota.id, status=AllocationStatus.ACTIVE
+        ).order_by("-allocated_at", "-id")
+    )
+    # history_quota_idx: (quota_id, -timestamp, -id).
+    history, more_history = admin_console.bounded(
+        UsageHistory.objects.filter(quota_id=quota.id).order_by("-timestamp", "-id")
+    )
+    return {
+        "allocations": [
+            {
+                "id": allocation.id,
+                "job_id": allocation.job_id,
+                "value": amount_text(allocation.allocated_value),
+                "allocated_at": allocation.allocated_at,
+                "expires_at": allocation.expires_at,
+                "is_burst": allocation.is_burst,
+            }
+            for allocation in allocations
+        ],
+        "more_allocations": more_allocations,
+        "allocations_url": admin_console.changelist_url(
+            Allocation, quota__id__exact=quota.id, status__exact="active"
+        ),
+        "history": [
+            {
+                "timestamp": row.timestamp,
+                "operation": row.operation,
+                "value": amount_text(row.allocated_value),
+                "job_id": row.job_id,
+            }
+            for row in history
+        ],
+        "more_history": more_history,
+        "history_url": admin_console.changelist_url(
+            UsageHistory, quota__id__exact=quota.id
+        ),
+    }
+
+
+admin_console.PANEL_PROVIDERS.append(quota_page_panels)

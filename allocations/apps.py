@@ -5,3 +5,14 @@ class AllocationsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
     name = "allocations"
     verbose_name = "Allocations"
+
+    def ready(self):
+        # Dependencies run one way: this app listens to the quota services rather
+        # than being imported by them.
+        from allocations.services import refuse_quota_delete_while_allocated
+        from quotas.services import quota_deleting
+
+        quota_deleting.connect(
+            refuse_quota_delete_while_allocated,
+            dispatch_uid="allocations.refuse_quota_delete_while_allocated",
+        )

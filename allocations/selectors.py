@@ -5,7 +5,7 @@ from django.db.models import QuerySet
 
 from allocations.models import Allocation, UsageHistory
 from horizon_quota.errors import NotFound
-from quotas.scoping import by_quota_in_scope
+from quotas.access.scoping import by_quota_in_scope
 
 
 def allocation_list(*, scope_id: UUID | None = None) -> QuerySet[Allocation]:
@@ -19,6 +19,15 @@ def allocation_get(*, allocation_id: UUID, scope_id: UUID | None = None) -> Allo
         return allocation_list(scope_id=scope_id).get(id=allocation_id)
     except Allocation.DoesNotExist:
         raise NotFound(f"Allocation {allocation_id} not found.") from None
+
+
+def ensure_allocation_in_scope(allocation_id: UUID, scope_id: UUID | None) -> None:
+    """For release and renew, before anything is written: the allocation's quota
+    must exist and lie in the scope, else 404. An allocation never changes quota."""
+    if scope_id is None:
+        return
+    if not allocation_list(scope_id=scope_id).filter(id=allocation_id).exists():
+        raise NotFound(f"Allocation {allocation_id} not found.")
 
 
 def quota_allocation_list(

@@ -1,13 +1,12 @@
 import json
 import math
-from datetime import UTC
 from decimal import Decimal
 
 from drf_spectacular.utils import OpenApiExample, extend_schema_serializer
 from rest_framework import serializers
 
 from allocations.models import AllocationStatus, HistoryOperation
-from horizon_quota.fields import AmountField, LowerChoiceField, normalize_amount
+from horizon_quota.fields import AmountField, LowerChoiceField
 from quotas.models import EntityType
 
 METADATA_MAX_BYTES = 16 * 1024
@@ -293,33 +292,3 @@ class HistorySerializer(serializers.Serializer):
     job_id = serializers.UUIDField(allow_null=True)
     timestamp = serializers.DateTimeField()
     metadata = serializers.JSONField()
-
-
-def _rfc3339(moment):
-    if moment is None:
-        return None
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def allocation_body(allocation: dict) -> dict:
-    """The wire form of an allocation as the engine returns it (a dict), built
-    directly: a DRF serializer deep-copies its fields on every call, which costs more
-    than the allocation itself on the hot path. Same fields and formats as
-    ``AllocationSerializer``; ``tests/test_allocation_serialization.py`` holds the
-    two to each other."""
-    return {
-        "id": str(allocation["id"]),
-        "quota_id": str(allocation["quota_id"]),
-        "entity_type": allocation["entity_type"],
-        "entity_id": allocation["entity_id"],
-        "job_id": str(allocation["job_id"]),
-        "resource_type": allocation["resource_type"],
-        "allocated_value": normalize_amount(allocation["allocated_value"]),
-        "status": allocation["status"],
-        "allocated_at": _rfc3339(allocation["allocated_at"]),
-        "released_at": _rfc3339(allocation["released_at"]),
-        "expires_at": _rfc3339(allocation["expires_at"]),
-        "is_burst": allocation["is_burst"],
-        "version": allocation["version"],
-        "metadata": allocation["metadata"],
-    }

@@ -5,6 +5,7 @@ from rest_framework.response import Response
 from allocations import selectors, services
 from allocations.filters import AllocationFilter, HistoryFilter, QuotaAllocationFilter
 from allocations.models import Allocation, UsageHistory
+from allocations.records import AllocationRecord, render_allocation
 from allocations.serializers import (
     AllocationCheckSerializer,
     AllocationCreateSerializer,
@@ -13,19 +14,18 @@ from allocations.serializers import (
     CheckResultSerializer,
     HistorySerializer,
     RenewSerializer,
-    allocation_body,
 )
 from horizon_quota.api import LinkHeaderCursorPagination
 from horizon_quota.schema import error_responses
+from quotas.access.scoping import scope_of
 from quotas.models import ApiKeyRole, Quota
-from quotas.scoping import scope_of
 from quotas.selectors import quota_get
 
 SCHEDULER_ROLES = {ApiKeyRole.ADMIN, ApiKeyRole.SCHEDULER}
 
 
 def _scope(request):
-    """The scope of the request's key (quotas/scoping.py); None when unscoped."""
+    """The scope of the request's key (quotas/access/scoping.py); None when unscoped."""
     return scope_of(getattr(request, "auth", None))
 
 
@@ -37,8 +37,12 @@ class HistoryPagination(LinkHeaderCursorPagination):
     ordering = ("-timestamp", "-id")
 
 
+def _rendered(allocations) -> list[dict]:
+    return [render_allocation(AllocationRecord.from_model(row)) for row in allocations]
+
+
 def _grant_body(result) -> dict:
-    body = allocation_body(result.allocation)
+    body = render_allocation(result.allocation)
     body["warnings"] = result.warnings
     body["levels"] = [level.as_dict() for level in result.levels]
     return body
@@ -82,7 +86,7 @@ class AllocationListCreateView(generics.GenericAPIView):
     )
     def get(self, request):
         page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
-        return self.get_paginated_response(AllocationSerializer(page, many=True).data)
+        return self.get_paginated_response(_rendered(page))
 
     @extend_schema(
         tags=["allocations"],
@@ -122,7 +126,7 @@ class AllocationDetailView(generics.GenericAPIView):
         allocation = selectors.allocation_get(
             allocation_id=allocation_id, scope_id=_scope(request)
         )
-        return Response(AllocationSerializer(allocation).data)
+        return Response(render_allocation(AllocationRecord.from_model(allocation)))
 
     @extend_schema(
         tags=["allocations"],
@@ -145,7 +149,7 @@ class AllocationDetailView(generics.GenericAPIView):
         allocation = services.allocation_release(
             allocation_id=allocation_id, scope_id=_scope(request)
         )
-        return Response(allocation_body(allocation))
+        return Response(render_allocation(allocation))
 
 
 class AllocationRenewView(generics.GenericAPIView):
@@ -179,7 +183,7 @@ class AllocationRenewView(generics.GenericAPIView):
             **serializer.validated_data,
             scope_id=_scope(request),
         )
-        return Response(AllocationSerializer(allocation).data)
+        return Response(render_allocation(allocation))
 
 
 class QuotaAllocationsView(generics.GenericAPIView):
@@ -214,7 +218,7 @@ class QuotaAllocationsView(generics.GenericAPIView):
         # 404 for an unknown quota or one outside the key's scope.
         quota_get(quota_id=quota_id, scope_id=_scope(request))
         page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
-        return self.get_paginated_response(AllocationSerializer(page, many=True).data)
+        return self.get_paginated_response(_rendered(page))
 
 
 class QuotaHistoryView(generics.GenericAPIView):

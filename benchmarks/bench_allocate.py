@@ -110,7 +110,8 @@ def build_trees(clients):
     """Hot: one organization, 4 teams, one user per client. Spread: one organization
     (→ team → user) per client. Limits are large: the benchmark measures the cost of
     admission, not refusals."""
-    from quotas.services import api_key_create, quota_create
+    from quotas.access.keys import api_key_create
+    from quotas.services import quota_create
 
     big = Decimal("1000000000")
 

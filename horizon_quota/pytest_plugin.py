@@ -20,3 +20,6 @@ def pytest_load_initial_conftests(early_config, parser, args):
         from horizon_quota import embedded
 
         os.environ["DATABASE_URL"] = embedded.throwaway_server_url()
+    from horizon_quota.runtime import static_root
+
+    static_root().mkdir(parents=True, exist_ok=True)

@@ -39,8 +39,8 @@ def _save_credentials(credentials: dict) -> None:
 def ensure_demo_credentials() -> dict:
     from django.contrib.auth import get_user_model
 
-    from quotas.authentication import ApiKeyAuthentication
-    from quotas.services import api_key_create
+    from quotas.access.authentication import ApiKeyAuthentication
+    from quotas.access.keys import api_key_create
 
     credentials = _load_credentials()
     users = get_user_model()
@@ -65,12 +65,11 @@ def ensure_demo_credentials() -> dict:
 
 
 def main() -> int:
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "horizon_quota.settings")
-    if not os.environ.get("DATABASE_URL"):
-        from horizon_quota import embedded
+    from horizon_quota.runtime import prepare
 
-        # This process holds the embedded server for as long as gunicorn runs.
-        os.environ["DATABASE_URL"] = embedded.run_server_url()
+    # This process holds the embedded server (when there is no DATABASE_URL) for
+    # as long as gunicorn runs; the workers inherit its URL and the secret key.
+    prepare()
 
     import django
     from django.core.management import call_command

@@ -15,24 +15,15 @@ from horizon_quota.env import (
     env_rate,
     env_str,
 )
+from horizon_quota.runtime import static_root
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = BASE_DIR / "var"
 
 DEBUG = env_bool("DEBUG", False)
 
-# Production sets SECRET_KEY. Without it, a random key is generated once into
-# var/secret_key (mode 0600) so that a local install keeps its sessions across runs.
-SECRET_KEY = env_str("SECRET_KEY")
-if not SECRET_KEY:
-    _key_file = VAR_DIR / "secret_key"
-    if not _key_file.exists():
-        import secrets
-
-        VAR_DIR.mkdir(exist_ok=True)
-        _key_file.touch(mode=0o600)
-        _key_file.write_text(secrets.token_urlsafe(50))
-    SECRET_KEY = _key_file.read_text().strip()
+# Production sets SECRET_KEY; the entry points fill in a local one when it is unset
+# (horizon_quota/runtime.py). Settings only read the environment.
+SECRET_KEY = env_str("SECRET_KEY", required=True)
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
@@ -102,13 +93,9 @@ TEMPLATES = [
 ]
 
 # --- Database -----------------------------------------------------------------
-# With no DATABASE_URL, a private PostgreSQL under var/pgdata is started (or an
-# already running one adopted); see horizon_quota/embedded.py.
-DATABASE_URL = env_str("DATABASE_URL")
-if not DATABASE_URL:
-    from horizon_quota import embedded
-
-    DATABASE_URL = embedded.run_server_url()
+# Without DATABASE_URL, the entry points start a private PostgreSQL under
+# var/pgdata and set it (horizon_quota/runtime.py, horizon_quota/embedded.py).
+DATABASE_URL = env_str("DATABASE_URL", required=True)
 try:
     _database = dj_database_url.parse(DATABASE_URL)
 except Exception as exc:  # the parser raises several types for bad URLs
@@ -165,23 +152,24 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = Path(env_str("STATIC_ROOT", str(VAR_DIR / "static")))
-STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise warns when it is missing
+STATIC_ROOT = static_root()
 # Static files (admin, Swagger UI) are served by the app itself through WhiteNoise,
 # so both work under gunicorn with DEBUG off; finders make collectstatic optional.
 WHITENOISE_USE_FINDERS = True
 
 # --- API ------------------------------------------------------------------------
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["quotas.authentication.ApiKeyAuthentication"],
-    "DEFAULT_PERMISSION_CLASSES": ["quotas.permissions.RolePermission"],
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "quotas.access.authentication.ApiKeyAuthentication"
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["quotas.access.permissions.RolePermission"],
     "DEFAULT_PARSER_CLASSES": ["horizon_quota.api.StrictJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["horizon_quota.api.DecimalJSONRenderer"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "horizon_quota.api.LinkHeaderCursorPagination",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "horizon_quota.api.exception_handler",
-    "DEFAULT_THROTTLE_CLASSES": ["horizon_quota.throttling.ApiKeyWriteThrottle"],
+    "DEFAULT_THROTTLE_CLASSES": ["quotas.access.throttling.ApiKeyWriteThrottle"],
     "UNAUTHENTICATED_USER": None,
     "COERCE_DECIMAL_TO_STRING": False,
 }
@@ -211,7 +199,7 @@ API_KEY_CACHE_SECONDS = env_int("API_KEY_CACHE_SECONDS", 10, minimum=0)
 API_PAGE_SIZE = env_int("API_PAGE_SIZE", 100, minimum=1)
 API_MAX_PAGE_SIZE = env_int("API_MAX_PAGE_SIZE", 1000, minimum=1)
 # Writes per API key (POST/PUT/PATCH/DELETE under /api/v1), counted in PostgreSQL so
-# the limit holds across worker processes (horizon_quota/throttling.py); "0" or "off"
+# the limit holds across worker processes (quotas/access/throttling.py); "0" or "off"
 # disables it. Parsed here so that a bad value stops start-up.
 API_WRITE_RATE = env_rate("API_WRITE_RATE", "6000/min")
 # Request bodies above this answer 413 payload_too_large.

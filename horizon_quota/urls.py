@@ -6,8 +6,8 @@ from drf_spectacular.views import (
     SpectacularSwaggerView,
 )
 
+from horizon_quota.health import health
 from horizon_quota.observability import metrics_view
-from quotas.views import health
 
 urlpatterns = [
     path("health", health, name="health"),

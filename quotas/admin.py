@@ -5,9 +5,10 @@ from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 
 from horizon_quota.admin_paging import EstimatedCountPaginator
+from horizon_quota.amounts import normalize_amount
 from horizon_quota.errors import ServiceError
-from horizon_quota.fields import normalize_amount
 from quotas import admin_console, services
+from quotas.access import keys
 from quotas.models import REASON_MAX_LENGTH, ApiKey, Quota, ResourceType
 
 QUOTA_FORM_FIELDS = [
@@ -248,7 +249,7 @@ class ApiKeyAddForm(forms.ModelForm):
             return cleaned
         scope = cleaned.get("scope")
         try:
-            self.instance, self.raw_key = services.api_key_create(
+            self.instance, self.raw_key = keys.api_key_create(
                 name=cleaned.get("name") or "",
                 role=cleaned.get("role") or "",
                 scope_id=scope.pk if scope else None,
@@ -324,7 +325,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
             obj.save(update_fields=["name"])
         if form.cleaned_data.get("revoke"):
             try:
-                services.api_key_revoke(
+                keys.api_key_revoke(
                     key_id_or_prefix=obj.prefix,
                     actor=services.Actor.for_staff_user(request.user),
                 )
@@ -354,7 +355,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
         revoked = 0
         for key in queryset.filter(revoked_at__isnull=True):
             try:
-                services.api_key_revoke(key_id_or_prefix=key.prefix, actor=actor)
+                keys.api_key_revoke(key_id_or_prefix=key.prefix, actor=actor)
             except ServiceError as exc:
                 self.message_user(request, exc.message, level=messages.WARNING)
             else:

@@ -6,31 +6,31 @@
   row has a usage bar.
 * Filters for quotas above their soft limit and at their hard limit, evaluated by
   the database.
-* The change page's read-only panels: ancestors, children, active allocations,
-  recent usage history and recent audit changes. Each panel is one bounded query
-  (``PANEL_ROWS`` + 1 rows, to know whether there are more), whatever the size of
-  the tables.
+* The change page's read-only panels: ancestors, children and recent audit changes
+  here; other apps add theirs through ``PANEL_PROVIDERS`` (the allocations app adds
+  active allocations and recent usage history), so this app imports none of them.
+  Each panel is one bounded query (``PANEL_ROWS`` + 1 rows, to know whether there
+  are more), whatever the size of the tables.
+
+Usage states come from ``quotas.rules``: one meaning of "at hard limit" (used ≥
+effective limit) in the filters, the bars and the labels.
 """
 
+from collections.abc import Callable
 from decimal import Decimal
 
 from django.contrib import admin
 from django.contrib.admin.views.main import ChangeList
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
-from django.db.models import F, Func, Q
+from django.db.models import Func
 from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.http import urlencode
 
-from allocations.models import Allocation, AllocationStatus, UsageHistory
-from horizon_quota.fields import normalize_amount
-from quotas.models import Quota
-
-try:  # The audit trail arrives with the "operations" issue; skip its panel until then.
-    from quotas.models import QuotaChange
-except ImportError:  # pragma: no cover - depends on what has landed
-    QuotaChange = None
+from horizon_quota.amounts import amount_text
+from quotas import rules
+from quotas.models import Quota, QuotaChange
 
 # Rows per panel on the change page.
 PANEL_ROWS = 10
@@ -64,30 +64,18 @@ class QuotaTreeChangeList(ChangeList):
 
 
 def _amount(value) -> str:
-    return "—" if value is None else f"{normalize_amount(value)}"
+    return "—" if value is None else amount_text(value)
 
 
 # --- usage state and bar ----------------------------------------------------------
 
 
-def usage_state(quota: Quota) -> str:
-    """The worst thing true of a quota's usage: ``full`` (no room left: used ≥
-    effective limit), ``over`` (above the hard limit, inside the overcommit),
-    ``soft`` (above the soft limit) or ``ok``."""
-    if quota.used >= quota.effective_limit:
-        return "full"
-    if quota.used > quota.limit_value:
-        return "over"
-    if quota.soft_limit is not None and quota.used > quota.soft_limit:
-        return "soft"
-    return "ok"
-
-
 STATE_LABELS = {
-    "ok": "within limits",
-    "soft": "above soft limit",
-    "over": "above hard limit (overcommitted)",
-    "full": "at hard limit",
+    rules.UsageState.OK: "within limits",
+    rules.UsageState.SOFT: "above soft limit",
+    rules.UsageState.OVERCOMMITTED: "above hard limit (overcommitted)",
+    rules.UsageState.FULL: "at hard limit",
+    rules.UsageState.OVER: "over hard limit",
 }
 
 
@@ -107,7 +95,7 @@ def usage_bar(quota: Quota):
     scale = max(effective, quota.used, quota.limit_value)
     if scale <= 0:
         scale = Decimal(1)  # an empty zero-limit quota: an empty bar
-    state = usage_state(quota)
+    state = rules.quota_usage_state(quota)
     soft_mark = (
         format_html(
             '<span class="hq-usage__mark hq-usage__mark--soft" style="left: {}" '
@@ -162,14 +150,6 @@ def tree_entity(quota: Quota):
 # --- filters ------------------------------------------------------------------------
 
 
-def above_soft_limit() -> Q:
-    return Q(soft_limit__isnull=False, used__gt=F("soft_limit"))
-
-
-def at_hard_limit() -> Q:
-    return Q(used__gte=F("limit_value") * F("overcommit_ratio"))
-
-
 class SoftLimitFilter(admin.SimpleListFilter):
     title = "soft limit"
     parameter_name = "soft_limit"
@@ -179,9 +159,9 @@ class SoftLimitFilter(admin.SimpleListFilter):
 
     def queryset(self, request, queryset):
         if self.value() == "above":
-            return queryset.filter(above_soft_limit())
+            return queryset.filter(rules.above_soft_limit_q())
         if self.value() == "within":
-            return queryset.exclude(above_soft_limit())
+            return queryset.exclude(rules.above_soft_limit_q())
         return queryset
 
 
@@ -194,22 +174,22 @@ class HardLimitFilter(admin.SimpleListFilter):
 
     def queryset(self, request, queryset):
         if self.value() == "at":
-            return queryset.filter(at_hard_limit())
+            return queryset.filter(rules.at_hard_limit_q())
         if self.value() == "below":
-            return queryset.exclude(at_hard_limit())
+            return queryset.exclude(rules.at_hard_limit_q())
         return queryset
 
 
 # --- change page panels -------------------------------------------------------------
 
 
-def _changelist_url(model, **params) -> str:
+def changelist_url(model, **params) -> str:
     opts = model._meta
     url = reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist")
     return f"{url}?{urlencode(params)}"
 
 
-def _bounded(queryset) -> tuple[list, bool]:
+def bounded(queryset) -> tuple[list, bool]:
     """At most PANEL_ROWS rows, and whether there are more (one query)."""
     rows = list(queryset[: PANEL_ROWS + 1])
     return rows[:PANEL_ROWS], len(rows) > PANEL_ROWS
@@ -226,15 +206,13 @@ def _change_summary(changes: dict) -> str:
     return "; ".join(parts)
 
 
-def _audit_panel(quota: Quota) -> dict | None:
-    if QuotaChange is None:
-        return None
-    rows, more = _bounded(
+def _audit_panel(quota: Quota) -> dict:
+    rows, more = bounded(
         QuotaChange.objects.filter(quota_id=quota.id).order_by("-created_at", "-id")
     )
     url = None
     if admin.site.is_registered(QuotaChange):
-        url = _changelist_url(QuotaChange, quota__id__exact=quota.id)
+        url = changelist_url(QuotaChange, quota__id__exact=quota.id)
     return {
         "rows": [
             {
@@ -251,63 +229,36 @@ def _audit_panel(quota: Quota) -> dict | None:
     }
 
 
+# Functions of a quota that add panels to its change page: each returns a dict merged
+# into the page's ``hierarchy`` context (the allocations app registers one).
+PANEL_PROVIDERS: list[Callable[[Quota], dict]] = []
+
+
 def quota_panels(quota: Quota) -> dict:
-    """The read-only panels of a quota's change page: five bounded queries."""
+    """The read-only panels of a quota's change page: three bounded queries here,
+    plus those of the registered providers."""
     ancestors = []
     if quota.path[1:]:
         ancestors = sorted(
             Quota.objects.filter(id__in=quota.path[1:]),
             key=lambda ancestor: ancestor.depth,
         )
-    children, more_children = _bounded(
+    children, more_children = bounded(
         Quota.objects.filter(parent_id=quota.id).order_by("entity_id", "id")
     )
-    # alloc_quota_active_idx serves this one: active rows of one quota, newest first.
-    allocations, more_allocations = _bounded(
-        Allocation.objects.filter(
-            quota_id=quota.id, status=AllocationStatus.ACTIVE
-        ).order_by("-allocated_at", "-id")
-    )
-    # history_quota_idx: (quota_id, -timestamp, -id).
-    history, more_history = _bounded(
-        UsageHistory.objects.filter(quota_id=quota.id).order_by("-timestamp", "-id")
-    )
-    return {
+    panels = {
         "usage_bar": usage_bar(quota),
-        "state": STATE_LABELS[usage_state(quota)],
+        "state": STATE_LABELS[rules.quota_usage_state(quota)],
         "ancestors": [_quota_row(ancestor) for ancestor in ancestors],
         "children": [_quota_row(child) for child in children],
         "more_children": more_children,
-        "children_url": _changelist_url(Quota, parent__id__exact=quota.id),
-        "allocations": [
-            {
-                "id": allocation.id,
-                "job_id": allocation.job_id,
-                "value": _amount(allocation.allocated_value),
-                "allocated_at": allocation.allocated_at,
-                "expires_at": allocation.expires_at,
-                "is_burst": allocation.is_burst,
-            }
-            for allocation in allocations
-        ],
-        "more_allocations": more_allocations,
-        "allocations_url": _changelist_url(
-            Allocation, quota__id__exact=quota.id, status__exact="active"
-        ),
-        "history": [
-            {
-                "timestamp": row.timestamp,
-                "operation": row.operation,
-                "value": _amount(row.allocated_value),
-                "job_id": row.job_id,
-            }
-            for row in history
-        ],
-        "more_history": more_history,
-        "history_url": _changelist_url(UsageHistory, quota__id__exact=quota.id),
+        "children_url": changelist_url(Quota, parent__id__exact=quota.id),
         "audit": _audit_panel(quota),
         "rows": PANEL_ROWS,
     }
+    for provider in PANEL_PROVIDERS:
+        panels.update(provider(quota))
+    return panels
 
 
 def _quota_row(quota: Quota) -> dict:

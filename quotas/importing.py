@@ -49,10 +49,11 @@ import yaml
 from django.db import DatabaseError, transaction
 from rest_framework.exceptions import ValidationError as FieldError
 
-from allocations.locking import lock_quotas
 from horizon_quota.errors import ServiceError
 from horizon_quota.fields import AmountField, normalize_amount
-from quotas.models import PARENT_ENTITY_TYPE, ApiKey, EntityType, Quota, ResourceType
+from quotas.locking import lock_quotas
+from quotas.models import ApiKey, EntityType, Quota, ResourceType
+from quotas.rules import PARENT_ENTITY_TYPE
 from quotas.services import Actor, quota_create, quota_delete, quota_update
 
 FORMAT_VERSION = 1
@@ -1052,7 +1053,7 @@ def hierarchy_import_apply(
             ids = {_key_of(quota): quota.id for quota in rows}
             parent_ids = {quota.id: quota.parent_id for quota in rows}
             # Take every lock the import needs in one call, in the global order
-            # (allocations/locking.py), before the first change. Each service
+            # (quotas/locking.py), before the first change. Each service
             # below then locks only rows this transaction already holds or has
             # just created, so the import cannot deadlock with allocations or
             # other edits, as several lock_quotas calls in a row could.

@@ -9,6 +9,8 @@ from django.db import models
 from django.db.models import F, Q
 from django.db.models.functions import Now
 
+from quotas import rules
+
 # Amounts: at most 16 integer digits and 4 decimal places (DESIGN §3).
 AMOUNT_DIGITS = 20
 AMOUNT_PLACES = 4
@@ -57,13 +59,6 @@ class EntityType(models.TextChoices):
     USER = "user", "user"
 
 
-# The entity type a parent must have, by the child's entity type (DESIGN §3).
-PARENT_ENTITY_TYPE = {
-    EntityType.TEAM: EntityType.ORGANIZATION,
-    EntityType.USER: EntityType.TEAM,
-}
-
-
 class Quota(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     entity_type = models.CharField(max_length=12, choices=EntityType.choices)
@@ -83,7 +78,7 @@ class Quota(models.Model):
         related_name="children",
     )
     # Distance from the root; fixed at creation because parent_id never changes.
-    # Locks are taken in (depth DESC, id) order: see allocations/locking.py.
+    # Locks are taken in (depth DESC, id) order: see quotas/locking.py.
     depth = models.PositiveSmallIntegerField(default=0, editable=False)
     # The quota's id followed by its ancestors' ids, leaf first: the allocation
     # path, read with the quota in one index lookup. Fixed at creation, like
@@ -159,7 +154,7 @@ class Quota(models.Model):
             # Filter by entity_id alone (the unique constraint leads with
             # entity_type).
             models.Index(fields=["entity_id"], name="quotas_entity_id_idx"),
-            # API key scopes: path @> ARRAY[scope_id] (quotas/scoping.py).
+            # API key scopes: path @> ARRAY[scope_id] (quotas/access/scoping.py).
             GinIndex(fields=["path"], name="quotas_path_gin"),
         ]
 
@@ -168,17 +163,15 @@ class Quota(models.Model):
 
     @property
     def effective_limit(self) -> Decimal:
-        return self.limit_value * self.overcommit_ratio
+        return rules.effective_limit(self.limit_value, self.overcommit_ratio)
 
     @property
     def available(self) -> Decimal:
-        return max(Decimal("0"), self.effective_limit - self.used)
+        return rules.available(used=self.used, cap=self.effective_limit)
 
     @property
     def utilization_percent(self) -> Decimal:
-        if not self.effective_limit:
-            return Decimal("0")
-        return (self.used / self.effective_limit * 100).quantize(Decimal("0.01"))
+        return rules.utilization_percent(used=self.used, effective=self.effective_limit)
 
 
 class ApiKeyRole(models.TextChoices):
@@ -200,7 +193,7 @@ class ApiKey(models.Model):
     prefix = models.CharField(max_length=16, unique=True, editable=False)
     key_hash = models.CharField(max_length=64, editable=False)
     role = models.CharField(max_length=12, choices=ApiKeyRole.choices)
-    # Optional subtree the key is confined to (quotas/scoping.py).
+    # Optional subtree the key is confined to (quotas/access/scoping.py).
     scope = models.ForeignKey(
         Quota,
         on_delete=models.CASCADE,

@@ -1,15 +1,14 @@
 from uuid import UUID
 
-from django.db.models import Q, QuerySet, Sum
-from django.db.models.functions import Now
+from django.db.models import QuerySet, Sum
 
 from horizon_quota.errors import InvalidInput, NotFound
-from quotas.models import ApiKey, Quota, QuotaChange, ResourceType
-from quotas.scoping import by_quota_in_scope, quotas_in_scope
+from quotas.access.scoping import by_quota_in_scope, quotas_in_scope
+from quotas.models import Quota, QuotaChange, ResourceType
 
 
 def quota_list(*, scope_id: UUID | None = None) -> QuerySet[Quota]:
-    """Every quota, or those in the key's scope (quotas/scoping.py)."""
+    """Every quota, or those in the key's scope (quotas/access/scoping.py)."""
     return quotas_in_scope(Quota.objects.select_related("resource_type"), scope_id)
 
 
@@ -63,23 +62,3 @@ def resource_type_get(*, slug: str) -> ResourceType:
             f"Unknown resource_type {slug!r}; valid: {valid}.",
             fields={"resource_type": [f"Unknown resource type. Valid: {valid}."]},
         ) from None
-
-
-def api_key_list(*, include_inactive: bool = False) -> QuerySet[ApiKey]:
-    """API keys, oldest first; only the active ones (neither revoked nor expired by
-    the database clock) unless ``include_inactive``."""
-    keys = ApiKey.objects.order_by("created_at", "id")
-    if not include_inactive:
-        keys = keys.filter(revoked_at__isnull=True).filter(
-            Q(expires_at__isnull=True) | Q(expires_at__gt=Now())
-        )
-    return keys
-
-
-def api_key_state(key: ApiKey, *, now) -> str:
-    """``revoked``, ``expired`` or ``active`` at ``now``."""
-    if key.revoked_at is not None:
-        return "revoked"
-    if key.expires_at is not None and key.expires_at <= now:
-        return "expired"
-    return "active"

@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from decimal import ROUND_FLOOR, Decimal
 from uuid import UUID
 
+from horizon_quota.amounts import amount_text
 from horizon_quota.errors import NotFound
-from horizon_quota.fields import normalize_amount
+from quotas import rules
 from quotas.models import EntityType, Quota, ResourceType
 from quotas.selectors import resource_type_get
 
@@ -112,7 +113,7 @@ def quota_forests(
 
 
 def _amount(value: Decimal) -> str:
-    return f"{normalize_amount(value)}"
+    return amount_text(value)
 
 
 def utilization(quota: Quota) -> tuple[str, str]:
@@ -144,11 +145,12 @@ def status_marks(quota: Quota) -> str:
     """What an operator should notice: usage above the soft limit, none left, or
     more in use than the hard limit (burst, or a limit lowered with force)."""
     marks = []
-    if quota.soft_limit is not None and quota.used > quota.soft_limit:
+    if rules.above_soft_limit(used=quota.used, soft_limit=quota.soft_limit):
         marks.append(f"above soft limit {_amount(quota.soft_limit)}")
-    if quota.used > quota.effective_limit:
+    state = rules.quota_usage_state(quota)
+    if state == rules.UsageState.OVER:
         marks.append("OVER HARD LIMIT")
-    elif quota.used >= quota.effective_limit:
+    elif state == rules.UsageState.FULL:
         marks.append("AT HARD LIMIT")
     return "; ".join(marks)
 

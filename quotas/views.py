@@ -1,21 +1,15 @@
 import contextlib
 
-from django.db import DatabaseError, connection
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
-from rest_framework import generics, permissions, serializers, status
-from rest_framework.decorators import (
-    api_view,
-    authentication_classes,
-    permission_classes,
-)
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import generics, serializers, status
 from rest_framework.response import Response
 
 from horizon_quota.api import LinkHeaderCursorPagination
 from horizon_quota.schema import error_responses
 from quotas import selectors, services
+from quotas.access.scoping import scope_of
 from quotas.filters import QuotaFilter
 from quotas.models import REASON_MAX_LENGTH, QuotaChange
-from quotas.scoping import scope_of
 from quotas.serializers import (
     QuotaChangeSerializer,
     QuotaCreateSerializer,
@@ -53,45 +47,13 @@ def _change_reason(request) -> str:
 
 
 def _scope(request):
-    """The scope of the request's key (quotas/scoping.py); None when unscoped."""
+    """The scope of the request's key (quotas/access/scoping.py); None when unscoped."""
     return scope_of(getattr(request, "auth", None))
 
 
 def _actor(request) -> services.Actor:
-    # request.auth is the ApiKey (quotas.authentication).
+    # request.auth is the ApiKey (quotas.access.authentication).
     return services.Actor.for_api_key(request.auth)
-
-
-@extend_schema(
-    tags=["health"],
-    auth=[],
-    responses={
-        200: inline_serializer(
-            "Health",
-            {"status": serializers.CharField(), "database": serializers.CharField()},
-        ),
-        **error_responses(503),
-    },
-)
-@api_view(["GET"])
-@authentication_classes([])
-@permission_classes([permissions.AllowAny])
-def health(request):
-    """Liveness and database check; no authentication."""
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-    except DatabaseError:
-        # Drop the broken connection so the next request reconnects.
-        connection.close_if_unusable_or_obsolete()
-        body = {
-            "status": "unavailable",
-            "database": "unreachable",
-            "error": "unavailable",
-            "message": "The database is unreachable.",
-        }
-        return Response(body, status=status.HTTP_503_SERVICE_UNAVAILABLE)
-    return Response({"status": "ok", "database": "ok"})
 
 
 def _force(request, body) -> bool:

@@ -4,8 +4,8 @@ from decimal import Decimal
 import pytest
 from rest_framework.test import APIClient
 
+from quotas.access.keys import api_key_create
 from quotas.models import EntityType, ResourceType
-from quotas.services import api_key_create
 from tests.factories import QuotaFactory
 
 

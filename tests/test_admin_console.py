@@ -16,7 +16,7 @@ from allocations import services as allocation_services
 from allocations.models import Allocation, AllocationStatus, UsageHistory
 from allocations.selectors import usage_drift
 from horizon_quota.admin_paging import EstimatedCountPaginator
-from quotas import admin_console
+from quotas import admin_console, rules
 from quotas.models import EntityType, Quota, ResourceType
 from tests.factories import QuotaFactory
 
@@ -44,7 +44,7 @@ def _allocate(quota: Quota, value: str) -> uuid.UUID:
         job_id=uuid.uuid4(),
         requested_value=Decimal(value),
     )
-    return result.allocation["id"]
+    return result.allocation.id
 
 
 def _in_order(allocation_ids) -> None:
@@ -219,19 +219,17 @@ def _quota(**fields) -> Quota:
     ("fields", "state"),
     [
         ({"used": Decimal("50")}, "ok"),
-        ({"used": Decimal("50"), "soft_limit": Decimal("50")}, "ok"),
         ({"used": Decimal("51"), "soft_limit": Decimal("50")}, "soft"),
         ({"used": Decimal("100")}, "full"),
-        ({"used": Decimal("120")}, "full"),
-        ({"used": Decimal("120"), "overcommit_ratio": Decimal("1.5")}, "over"),
-        ({"used": Decimal("150"), "overcommit_ratio": Decimal("1.5")}, "full"),
-        ({"limit_value": Decimal("0")}, "full"),
+        ({"used": Decimal("120")}, "over"),
+        ({"used": Decimal("120"), "overcommit_ratio": Decimal("1.5")}, "overcommitted"),
     ],
 )
-def test_the_bar_is_coloured_by_the_worst_state(fields, state):
+def test_the_bar_is_coloured_by_the_rules_usage_state(fields, state):
+    # The states themselves are tested once, in tests/test_rules.py.
     quota = _quota(**fields)
 
-    assert admin_console.usage_state(quota) == state
+    assert rules.quota_usage_state(quota) == state
     assert f'class="hq-usage hq-usage--{state}"' in admin_console.usage_bar(quota)
 
 

@@ -119,7 +119,7 @@ def _release_many_times(release):
         requested_value=Decimal("7"),
     ).allocation
 
-    results = run_in_threads(24, lambda i: release(allocation_id=allocation["id"]))
+    results = run_in_threads(24, lambda i: release(allocation_id=allocation.id))
     successes = [r for r in results if not isinstance(r, BaseException)]
     refusals = [r for r in results if isinstance(r, AlreadyReleased)]
     return successes, refusals, results
@@ -163,7 +163,7 @@ def _same_allocate_many_times(allocate):
             job_id=job_id,
             requested_value=Decimal("2.5"),
         )
-        return result.allocation["id"] if hasattr(result, "allocation") else result.id
+        return result.allocation.id if hasattr(result, "allocation") else result.id
 
     return run_in_threads(24, work)
 
@@ -247,9 +247,7 @@ def _mixed_traffic(allocate, release, seconds, threads=8):
                 counts["denied"] += 1
                 continue
             allocation = getattr(result, "allocation", result)
-            held.append(
-                allocation["id"] if isinstance(allocation, dict) else allocation.id
-            )
+            held.append(allocation.id)
             counts["granted"] += 1
         return counts
 
@@ -319,7 +317,7 @@ def _deadlock_probe(release, seconds, threads=16):
                         job_id=uuid.uuid4(),
                         requested_value=Decimal("1.5"),
                     )
-                    held.append(result.allocation["id"])
+                    held.append(result.allocation.id)
             except OperationalError as exc:
                 if not _is_deadlock(exc):
                     raise

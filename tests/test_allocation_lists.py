@@ -701,7 +701,7 @@ def test_a_check_and_a_release_are_one_query_each(
             requested_value=Decimal("1"),
         )
     with django_assert_num_queries(1):
-        services.allocation_release(allocation_id=granted.allocation["id"])
+        services.allocation_release(allocation_id=granted.allocation.id)
 
     assert len(check.levels) == depth
     assert Quota.objects.get(id=leaf.id).used == 0
@@ -716,7 +716,7 @@ def _grant_many(count: int) -> None:
             job_id=uuid4(),
             requested_value=Decimal("0.01"),
         )
-        services.allocation_release(allocation_id=result.allocation["id"])
+        services.allocation_release(allocation_id=result.allocation.id)
 
 
 def _list_urls(user) -> list[str]:

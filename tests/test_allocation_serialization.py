@@ -1,4 +1,5 @@
-"""The fast wire form of an allocation matches the documented serializer."""
+"""The one wire form of an allocation (allocations/records.py) matches the
+serializer that documents it in the schema, for engine answers and stored rows."""
 
 import uuid
 from decimal import Decimal
@@ -7,13 +8,14 @@ import pytest
 
 from allocations import services
 from allocations.models import Allocation
-from allocations.serializers import AllocationSerializer, allocation_body
+from allocations.records import AllocationRecord, render_allocation
+from allocations.serializers import AllocationSerializer
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.mark.parametrize("ttl", [None, 60])
-def test_the_fast_body_equals_the_serializer_output(tree, ttl):
+def test_the_rendered_record_equals_the_serializer_output(tree, ttl):
     result = services.allocation_create(
         entity_type="user",
         entity_id="alice",
@@ -23,11 +25,11 @@ def test_the_fast_body_equals_the_serializer_output(tree, ttl):
         metadata={"queue": "a100", "n": 3},
         ttl_seconds=ttl,
     )
-    stored = Allocation.objects.get(id=result.allocation["id"])
+    stored = Allocation.objects.get(id=result.allocation.id)
 
-    fast = allocation_body(result.allocation)
-
-    assert fast == AllocationSerializer(stored).data
+    assert render_allocation(result.allocation) == AllocationSerializer(stored).data
+    assert AllocationRecord.from_model(stored) == result.allocation
     released = services.allocation_release(allocation_id=stored.id)
     stored.refresh_from_db()
-    assert allocation_body(released) == AllocationSerializer(stored).data
+    assert render_allocation(released) == AllocationSerializer(stored).data
+    assert AllocationRecord.from_model(stored) == released

@@ -9,8 +9,8 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from quotas import selectors
+from quotas.access.keys import api_key_create
 from quotas.models import ApiKey, Quota
-from quotas.services import api_key_create
 
 QUOTAS = "/api/v1/quotas"
 

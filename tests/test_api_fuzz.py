@@ -23,9 +23,9 @@ from schemathesis.specs.openapi.checks import (
 
 from allocations.services import allocation_create
 from horizon_quota.wsgi import application
+from quotas.access.keys import api_key_create
 from quotas.demo import seed_demo
 from quotas.models import EntityType, Quota
-from quotas.services import api_key_create
 
 SCHEMA_PATH = "/api/schema/?format=json"
 
@@ -121,7 +121,7 @@ def fuzz(db, in_process_wsgi):
             str(leaf.id),
             *(str(pk) for pk in Quota.objects.values_list("id", flat=True)[:6]),
         ],
-        "allocation_id": [str(result.allocation["id"]) for result in granted],
+        "allocation_id": [str(result.allocation.id) for result in granted],
     }
     return schema, {"Authorization": f"Api-Key {raw_key}"}, ids
 

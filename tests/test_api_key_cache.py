@@ -3,9 +3,9 @@
 import pytest
 from django.utils import timezone
 
-from quotas import authentication
+from quotas.access import authentication
+from quotas.access.keys import api_key_create
 from quotas.models import ApiKey
-from quotas.services import api_key_create
 
 pytestmark = pytest.mark.django_db
 

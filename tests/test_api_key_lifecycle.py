@@ -10,9 +10,9 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from quotas import authentication
+from quotas.access import authentication
+from quotas.access.keys import api_key_create, api_key_revoke
 from quotas.models import ApiKey
-from quotas.services import api_key_create, api_key_revoke
 
 pytestmark = pytest.mark.django_db
 

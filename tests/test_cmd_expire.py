@@ -49,7 +49,7 @@ def _allocate(entity_id="alice", amount="1", ttl_seconds=3600):
         job_id=uuid.uuid4(),
         requested_value=Decimal(amount),
         ttl_seconds=ttl_seconds,
-    ).allocation["id"]
+    ).allocation.id
 
 
 def _run_out(*allocation_ids):

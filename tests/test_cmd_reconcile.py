@@ -376,7 +376,7 @@ def _repair_during_traffic(reconcile, *, seconds):
                 )
             except QuotaExceeded:
                 continue
-            held.append(result.allocation["id"])
+            held.append(result.allocation.id)
             counts["granted"] += 1
         return counts
 

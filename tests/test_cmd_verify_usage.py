@@ -62,7 +62,7 @@ def test_it_reports_every_drifted_level_and_exits_1(tree):
 def test_it_reports_an_active_allocation_whose_quota_is_gone(tree):
     org, team, user = tree
     allocation = _allocate()
-    Allocation.objects.filter(id=allocation["id"]).update(quota_id=uuid.uuid4())
+    Allocation.objects.filter(id=allocation.id).update(quota_id=uuid.uuid4())
 
     code, out = _run()
 

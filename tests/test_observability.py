@@ -8,6 +8,7 @@ from decimal import Decimal
 import pytest
 
 from allocations import services
+from allocations.exceptions import QuotaExceeded
 from horizon_quota.observability import JsonFormatter, RequestIdFilter
 
 pytestmark = pytest.mark.django_db
@@ -118,11 +119,11 @@ def test_outcomes_are_counted_by_kind(tree):
         job_id=job, requested_value=Decimal(1), **kwargs
     )
     services.allocation_create(job_id=job, requested_value=Decimal(1), **kwargs)
-    with pytest.raises(services.QuotaExceeded):
+    with pytest.raises(QuotaExceeded):
         services.allocation_create(
             job_id=uuid.uuid4(), requested_value=Decimal(1000), **kwargs
         )
-    services.allocation_release(allocation_id=granted.allocation["id"])
+    services.allocation_release(allocation_id=granted.allocation.id)
 
     assert value("granted") == before["granted"] + 1
     assert value("replayed") == before["replayed"] + 1

@@ -15,6 +15,7 @@ from django.db import DatabaseError, transaction
 from rest_framework.test import APIClient
 
 from quotas import services
+from quotas.access import keys
 from quotas.models import REASON_MAX_LENGTH, EntityType, Quota, QuotaChange
 from tests.concurrency import run_in_threads
 from tests.factories import QuotaFactory
@@ -24,7 +25,7 @@ LINK_NEXT = re.compile(r'<([^>]+)>; rel="next"')
 
 
 def _client_with_key(name: str, role: str):
-    key, raw_key = services.api_key_create(name=name, role=role)
+    key, raw_key = keys.api_key_create(name=name, role=role)
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Api-Key {raw_key}")
     return client, key

@@ -31,14 +31,15 @@ def unlocked(monkeypatch):
             q.id: q for q in Quota.objects.filter(id__in=[i for i in quota_ids if i])
         }
 
-    check_fits_parent = services._check_fits_parent
+    parent_breaches = services._parent_breaches
 
     def check_then_pause(**kwargs):
-        check_fits_parent(**kwargs)
+        breaches = parent_breaches(**kwargs)
         time.sleep(0.3)
+        return breaches
 
     monkeypatch.setattr(services, "lock_quotas", read_without_lock)
-    monkeypatch.setattr(services, "_check_fits_parent", check_then_pause)
+    monkeypatch.setattr(services, "_parent_breaches", check_then_pause)
 
 
 def _create_teams_concurrently(org):

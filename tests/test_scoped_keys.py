@@ -12,8 +12,8 @@ from rest_framework.test import APIClient
 
 from allocations import services as allocation_services
 from allocations.models import Allocation, UsageHistory
+from quotas.access.keys import api_key_create
 from quotas.models import EntityType, Quota, QuotaChange
-from quotas.services import api_key_create
 from tests.factories import QuotaFactory
 
 QUOTAS = "/api/v1/quotas"
@@ -74,7 +74,7 @@ def _allocate(entity_id: str, value: str = "5"):
         requested_value=Decimal(value),
         ttl_seconds=3600,
     )
-    return result.allocation["id"]
+    return result.allocation.id
 
 
 def _state() -> dict:

@@ -1,4 +1,4 @@
-"""Per-key write throttle counted in PostgreSQL (horizon_quota/throttling.py)."""
+"""Per-key write throttle counted in PostgreSQL (quotas/access/throttling.py)."""
 
 import threading
 
@@ -6,9 +6,9 @@ import pytest
 from django.db import connection, connections
 from rest_framework.test import APIClient
 
-from horizon_quota.throttling import count_write
+from quotas.access.keys import api_key_create
+from quotas.access.throttling import count_write
 from quotas.models import ApiKey, Quota
-from quotas.services import api_key_create
 
 QUOTAS = "/api/v1/quotas"
 # A window of about 31 years: no window boundary falls inside a test.
@@ -48,7 +48,7 @@ def _assert_rate_limited(response):
 def test_the_throttle_is_on_by_default_in_settings(settings):
     assert settings.API_WRITE_RATE == (6000, 60)
     assert settings.REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] == [
-        "horizon_quota.throttling.ApiKeyWriteThrottle"
+        "quotas.access.throttling.ApiKeyWriteThrottle"
     ]
 
 

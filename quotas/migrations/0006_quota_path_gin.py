@@ -1,5 +1,5 @@
 # A GIN index on quotas.path for API key scopes: path @> ARRAY[scope_id]
-# (quotas/scoping.py). Built concurrently: quotas is read on every allocation.
+# (quotas/access/scoping.py). Built concurrently: quotas is read on every allocation.
 
 import django.contrib.postgres.indexes
 from django.contrib.postgres.operations import AddIndexConcurrently

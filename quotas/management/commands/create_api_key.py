@@ -4,8 +4,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from horizon_quota.errors import ServiceError
+from quotas.access.keys import api_key_create
 from quotas.models import ApiKeyRole
-from quotas.services import api_key_create
 
 
 class Command(BaseCommand):

@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand
 from django.db.models.functions import Now
 
-from quotas.selectors import api_key_list, api_key_state
+from quotas.access.keys import api_key_list, api_key_state
 
 COLUMNS = (
     "prefix",

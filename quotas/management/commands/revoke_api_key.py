@@ -1,7 +1,8 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from horizon_quota.errors import ServiceError
-from quotas.services import Actor, api_key_revoke
+from quotas.access.keys import api_key_revoke
+from quotas.audit import Actor
 
 
 class Command(BaseCommand):

@@ -91,15 +91,3 @@ def ensure_may_change(quota_id: UUID, scope_id: UUID | None) -> None:
         raise Forbidden(
             "A scoped API key cannot change or delete the quota it is scoped to."
         )
-
-
-def ensure_allocation_in_scope(allocation_id: UUID, scope_id: UUID | None) -> None:
-    """For release and renew, before anything is written: the allocation's quota
-    must exist and lie in the scope, else 404. An allocation never changes quota."""
-    if scope_id is None:
-        return
-    from allocations.models import Allocation
-
-    rows = by_quota_in_scope(Allocation.objects.filter(id=allocation_id), scope_id)
-    if not rows.exists():
-        raise NotFound(f"Allocation {allocation_id} not found.")

@@ -1,0 +1,108 @@
+"""An allocation as the service hands it around: one value, one wire form.
+
+The engine answers with the allocation's row as JSON, lists read model instances;
+both become an ``AllocationRecord``, and ``render_allocation`` is the one place that
+turns it into the API's JSON (``AllocationSerializer`` documents that shape for the
+schema; ``tests/test_allocation_serialization.py`` holds the two to each other).
+"""
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from django.utils.dateparse import parse_datetime
+
+from horizon_quota.amounts import normalize_amount
+
+
+@dataclass(frozen=True, slots=True)
+class AllocationRecord:
+    id: UUID
+    quota_id: UUID
+    entity_type: str
+    entity_id: str
+    job_id: UUID
+    resource_type: str
+    allocated_value: Decimal
+    status: str
+    allocated_at: datetime
+    released_at: datetime | None
+    expires_at: datetime | None
+    is_burst: bool
+    version: int
+    metadata: dict[str, Any]
+
+    @classmethod
+    def from_engine(cls, raw: dict[str, Any]) -> "AllocationRecord":
+        """The allocation row as an engine function returned it (``row_to_json``)."""
+        return cls(
+            id=UUID(raw["id"]),
+            quota_id=UUID(raw["quota_id"]),
+            entity_type=raw["entity_type"],
+            entity_id=raw["entity_id"],
+            job_id=UUID(raw["job_id"]),
+            resource_type=raw["resource_type"],
+            allocated_value=Decimal(raw["allocated_value"]),
+            status=raw["status"],
+            allocated_at=parse_datetime(raw["allocated_at"]),
+            released_at=_timestamp(raw["released_at"]),
+            expires_at=_timestamp(raw["expires_at"]),
+            is_burst=raw["is_burst"],
+            version=raw["version"],
+            metadata=raw["metadata"],
+        )
+
+    @classmethod
+    def from_model(cls, allocation) -> "AllocationRecord":
+        """An ``allocations.models.Allocation`` instance."""
+        return cls(
+            id=allocation.id,
+            quota_id=allocation.quota_id,
+            entity_type=allocation.entity_type,
+            entity_id=allocation.entity_id,
+            job_id=allocation.job_id,
+            resource_type=allocation.resource_type,
+            allocated_value=allocation.allocated_value,
+            status=allocation.status,
+            allocated_at=allocation.allocated_at,
+            released_at=allocation.released_at,
+            expires_at=allocation.expires_at,
+            is_burst=allocation.is_burst,
+            version=allocation.version,
+            metadata=allocation.metadata,
+        )
+
+
+def _timestamp(raw: str | None) -> datetime | None:
+    return parse_datetime(raw) if raw else None
+
+
+def rfc3339(moment: datetime | None) -> str | None:
+    """A timestamp as the API writes it: RFC 3339 in UTC, ``Z`` suffix."""
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def render_allocation(record: AllocationRecord) -> dict[str, Any]:
+    """The allocation's wire form, built directly: a DRF serializer deep-copies its
+    fields on every call, which costs more than the allocation itself on the hot
+    path."""
+    return {
+        "id": str(record.id),
+        "quota_id": str(record.quota_id),
+        "entity_type": record.entity_type,
+        "entity_id": record.entity_id,
+        "job_id": str(record.job_id),
+        "resource_type": record.resource_type,
+        "allocated_value": normalize_amount(record.allocated_value),
+        "status": record.status,
+        "allocated_at": rfc3339(record.allocated_at),
+        "released_at": rfc3339(record.released_at),
+        "expires_at": rfc3339(record.expires_at),
+        "is_burst": record.is_burst,
+        "version": record.version,
+        "metadata": record.metadata,
+    }

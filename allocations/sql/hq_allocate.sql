@@ -1,0 +1,112 @@
+-- Allocate, all or nothing along the path (DESIGN §3; lock order: quotas/locking.py).
+--   1. Read the path with the leaf (no lock: it never changes).
+--   2. Claim the idempotency key by inserting the allocation, and insert its history
+--      row. Inserts come first so the quota rows, above all the contended ones near
+--      the root, stay locked for as short a time as possible. A key held by an
+--      active allocation answers `replayed` (same entity and value), `conflict`
+--      (other values) or `stale` (its lease has run out: the caller expires it in a
+--      transaction of its own and comes back, so this one never holds quota rows
+--      while it waits on another transaction's key).
+--   3. Charge each level with a conditional UPDATE by id, leaf first and root last:
+--      the lock and the predicate in one step. The root's update is the last write;
+--      the transaction commits as the statement ends.
+--   4. A level that refuses (or has vanished) stops the walk: the levels already
+--      charged are still locked by us, so subtracting the amount again is exact, and
+--      the two inserted rows are deleted. Nothing of the attempt stays visible.
+CREATE OR REPLACE FUNCTION hq_allocate(
+    p_entity_type text, p_entity_id text, p_resource text, p_job uuid,
+    p_requested numeric, p_allow_burst boolean, p_metadata jsonb, p_ttl integer
+) RETURNS json LANGUAGE plpgsql AS $$
+DECLARE
+    v_path uuid[];
+    v_alloc allocations%ROWTYPE;
+    v_history uuid;
+    v_row quotas%ROWTYPE;
+    v_levels json[] := '{}';
+    v_burst boolean := false;
+    v_attempt int := 0;
+    i int;
+BEGIN
+    SELECT path INTO v_path FROM quotas
+     WHERE entity_type = p_entity_type AND entity_id = p_entity_id
+       AND resource_type = p_resource;
+    IF NOT FOUND THEN
+        RETURN json_build_object('outcome', 'no_quota');
+    END IF;
+
+    LOOP
+        INSERT INTO allocations (id, quota_id, entity_type, entity_id, job_id,
+                                 resource_type, allocated_value, status, allocated_at,
+                                 expires_at, is_burst, version, metadata)
+        VALUES (gen_random_uuid(), v_path[1], p_entity_type, p_entity_id, p_job,
+                p_resource, p_requested, 'active', now(),
+                CASE WHEN p_ttl IS NULL THEN NULL
+                     ELSE now() + make_interval(secs => p_ttl) END,
+                false, 1, coalesce(p_metadata, '{}'::jsonb))
+        ON CONFLICT (job_id, resource_type) WHERE status = 'active' DO NOTHING
+        RETURNING * INTO v_alloc;
+        EXIT WHEN FOUND;
+        -- The key is taken by a committed allocation (ON CONFLICT waited for it).
+        SELECT * INTO v_alloc FROM allocations
+         WHERE job_id = p_job AND resource_type = p_resource AND status = 'active';
+        IF FOUND THEN
+            IF v_alloc.expires_at IS NOT NULL AND v_alloc.expires_at <= now() THEN
+                -- Its lease has run out: the caller expires it and comes back.
+                RETURN json_build_object('outcome', 'stale',
+                                         'allocation', row_to_json(v_alloc));
+            END IF;
+            IF v_alloc.entity_type = p_entity_type AND v_alloc.entity_id = p_entity_id
+               AND v_alloc.allocated_value = p_requested THEN
+                RETURN json_build_object('outcome', 'replayed',
+                                         'allocation', row_to_json(v_alloc));
+            END IF;
+            RETURN json_build_object('outcome', 'conflict',
+                                     'allocation', row_to_json(v_alloc));
+        END IF;
+        -- Released in between: the key is free again, try once more.
+        v_attempt := v_attempt + 1;
+        IF v_attempt >= 3 THEN
+            RAISE EXCEPTION 'allocation key (%, %) keeps changing', p_job, p_resource;
+        END IF;
+    END LOOP;
+
+    v_history := gen_random_uuid();
+    INSERT INTO usage_history (id, quota_id, allocation_id, entity_type, entity_id,
+                               resource_type, allocated_value, operation, job_id,
+                               timestamp, metadata)
+    VALUES (v_history, v_path[1], v_alloc.id, p_entity_type, p_entity_id, p_resource,
+            p_requested, 'allocate', p_job, now(), v_alloc.metadata);
+
+    FOR i IN 1 .. cardinality(v_path) LOOP
+        UPDATE quotas q SET used = q.used + p_requested
+         WHERE q.id = v_path[i]
+           AND hq_fits(q.used, p_requested,
+                       hq_cap(q.limit_value, q.burst_limit, q.overcommit_ratio,
+                              p_allow_burst))
+        RETURNING q.* INTO v_row;
+        IF NOT FOUND THEN
+            IF i > 1 THEN
+                UPDATE quotas SET used = used - p_requested WHERE id = ANY (v_path[1:i-1]);
+            END IF;
+            DELETE FROM usage_history WHERE id = v_history;
+            DELETE FROM allocations WHERE id = v_alloc.id;
+            IF NOT EXISTS (SELECT 1 FROM quotas WHERE id = v_path[i]) THEN
+                RETURN json_build_object('outcome', 'no_quota');
+            END IF;
+            RETURN json_build_object(
+                'outcome', 'denied',
+                'blocking_quota_id', v_path[i],
+                'levels', hq_levels(v_path, p_requested, p_allow_burst));
+        END IF;
+        v_burst := v_burst OR v_row.used > v_row.limit_value * v_row.overcommit_ratio;
+        v_levels := v_levels || hq_level(v_row, 0, p_allow_burst);
+    END LOOP;
+
+    IF v_burst THEN
+        UPDATE allocations SET is_burst = true WHERE id = v_alloc.id;
+        v_alloc.is_burst := true;
+    END IF;
+    RETURN json_build_object('outcome', 'granted', 'allocation', row_to_json(v_alloc),
+                             'levels', array_to_json(v_levels));
+END
+$$;

@@ -1,0 +1,18 @@
+-- Check: the allocate predicate, evaluated without writing.
+CREATE OR REPLACE FUNCTION hq_check(
+    p_entity_type text, p_entity_id text, p_resource text,
+    p_requested numeric, p_allow_burst boolean
+) RETURNS json LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_path uuid[];
+BEGIN
+    SELECT path INTO v_path FROM quotas
+     WHERE entity_type = p_entity_type AND entity_id = p_entity_id
+       AND resource_type = p_resource;
+    IF NOT FOUND THEN
+        RETURN json_build_object('outcome', 'no_quota');
+    END IF;
+    RETURN json_build_object(
+        'outcome', 'checked', 'levels', hq_levels(v_path, p_requested, p_allow_burst));
+END
+$$;

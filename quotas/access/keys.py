@@ -1,0 +1,108 @@
+"""API keys: creating, revoking and listing them.
+
+A key is shown once, when it is created; only its SHA-256 is stored
+(``quotas.models.ApiKey``). Revoking stamps ``revoked_at`` with the database clock
+and drops the key from this process's authentication cache; other processes refuse
+it within ``API_KEY_CACHE_SECONDS``.
+"""
+
+import logging
+from uuid import UUID
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import Q, QuerySet
+from django.db.models.functions import Now
+
+from horizon_quota.errors import Conflict, InvalidInput, NotFound
+from quotas.access.authentication import forget_verified_key
+from quotas.audit import Actor
+from quotas.models import ApiKey, ApiKeyRole, Quota
+
+
+def api_key_create(
+    *,
+    name: str,
+    role: str,
+    scope_id: UUID | str | None = None,
+    expires_at=None,
+) -> tuple[ApiKey, str]:
+    """Create a key; return it with the raw secret, which is never stored."""
+    if role not in ApiKeyRole.values:
+        raise InvalidInput(
+            f"Unknown role {role!r}; valid: {', '.join(ApiKeyRole.values)}."
+        )
+    if not name or not name.strip():
+        raise InvalidInput("A key needs a name.")
+    scope = None
+    if scope_id is not None:
+        try:
+            scope = Quota.objects.get(id=scope_id)
+        except (Quota.DoesNotExist, ValidationError, ValueError):
+            raise InvalidInput(f"No quota {scope_id} to scope the key to.") from None
+    prefix, raw_key = ApiKey.generate()
+    key = ApiKey.objects.create(
+        name=name.strip(),
+        role=role,
+        scope=scope,
+        expires_at=expires_at,
+        prefix=prefix,
+        key_hash=ApiKey.hash_key(raw_key),
+    )
+    return key, raw_key
+
+
+_key_log = logging.getLogger(__name__)
+
+
+def _api_key_lookup(key_id_or_prefix) -> ApiKey:
+    """The key with this prefix or, failing that, this numeric id; locked."""
+    value = str(key_id_or_prefix).strip()
+    keys = ApiKey.objects.select_for_update()
+    key = keys.filter(prefix=value).first() if value else None
+    if key is None and value.isdigit() and len(value) < 19:
+        key = keys.filter(id=int(value)).first()
+    if key is None:
+        raise NotFound(f"No API key with prefix or id {value!r}.")
+    return key
+
+
+def api_key_revoke(*, key_id_or_prefix, actor: Actor | None = None) -> ApiKey:
+    """Revoke a key (``revoked_at`` = the database clock) and forget it in this
+    process's authentication cache; other processes refuse it within
+    API_KEY_CACHE_SECONDS. Revoking a revoked key is a ``Conflict``."""
+    with transaction.atomic():
+        key = _api_key_lookup(key_id_or_prefix)
+        if key.revoked_at is not None:
+            raise Conflict(
+                f"API key {key.prefix} ({key.name}) was already revoked at "
+                f"{key.revoked_at:%Y-%m-%dT%H:%M:%SZ}."
+            )
+        ApiKey.objects.filter(pk=key.pk).update(revoked_at=Now())
+        key.refresh_from_db(fields=["revoked_at"])
+    forget_verified_key(key.pk)
+    actor = actor or Actor.system()
+    _key_log.info(
+        "API key %s (%s) revoked by %s %s", key.prefix, key.name, actor.type, actor.name
+    )
+    return key
+
+
+def api_key_list(*, include_inactive: bool = False) -> QuerySet[ApiKey]:
+    """API keys, oldest first; only the active ones (neither revoked nor expired by
+    the database clock) unless ``include_inactive``."""
+    keys = ApiKey.objects.order_by("created_at", "id")
+    if not include_inactive:
+        keys = keys.filter(revoked_at__isnull=True).filter(
+            Q(expires_at__isnull=True) | Q(expires_at__gt=Now())
+        )
+    return keys
+
+
+def api_key_state(key: ApiKey, *, now) -> str:
+    """``revoked``, ``expired`` or ``active`` at ``now``."""
+    if key.revoked_at is not None:
+        return "revoked"
+    if key.expires_at is not None and key.expires_at <= now:
+        return "expired"
+    return "active"

@@ -1,0 +1,282 @@
+"""The domain rules of DESIGN §3, each written once, as pure functions.
+
+Nothing here reads or writes the database: callers pass the values a rule needs and
+get an answer, or a list of ``Breach`` es that say which field breaks which rule.
+The services (``quotas.services``), the importer (``quotas.importing``), the admin,
+the console and ``quota_tree`` all ask these functions, so a rule has one meaning
+everywhere. The allocation engine applies the same arithmetic in SQL
+(``allocations/sql/hq_cap.sql``, ``hq_fits.sql``); ``tests/test_rules.py`` holds
+the two to each other on one table of cases.
+
+The ORM filters at the end (``at_hard_limit_q`` …) are the same predicates as
+database expressions, for lists that filter by them.
+"""
+
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import StrEnum
+
+from django.db.models import F, Q
+
+from horizon_quota.amounts import amount_text
+
+ZERO = Decimal(0)
+
+# The entity type a parent must have, by the child's entity type (the values of
+# quotas.models.EntityType; this module imports no model).
+PARENT_ENTITY_TYPE = {"team": "organization", "user": "team"}
+
+
+def with_article(entity_type: str) -> str:
+    """'an organization', 'a team', 'a user'."""
+    entity_type = str(entity_type)
+    return f"{'an' if entity_type == 'organization' else 'a'} {entity_type}"
+
+
+# --- limits and room --------------------------------------------------------------
+
+
+def effective_limit(limit_value: Decimal, overcommit_ratio: Decimal) -> Decimal:
+    """What may be used at a level: ``limit_value × overcommit_ratio``."""
+    return limit_value * overcommit_ratio
+
+
+def cap(
+    *,
+    limit_value: Decimal,
+    burst_limit: Decimal | None,
+    overcommit_ratio: Decimal,
+    allow_burst: bool,
+) -> Decimal:
+    """A level's cap for one request: the effective limit, or the burst limit times
+    the overcommit ratio when the request allows bursting and the level has one."""
+    base = burst_limit if allow_burst and burst_limit is not None else limit_value
+    return base * overcommit_ratio
+
+
+def fits(*, used: Decimal, requested: Decimal, cap: Decimal) -> bool:
+    """The one admission predicate (check and allocate alike)."""
+    return used + requested <= cap
+
+
+def available(*, used: Decimal, cap: Decimal) -> Decimal:
+    return max(ZERO, cap - used)
+
+
+def utilization_percent(*, used: Decimal, effective: Decimal) -> Decimal:
+    """``used / effective × 100`` to two places, uncapped; 0 when nothing can be
+    promised (an effective limit of 0)."""
+    if not effective:
+        return ZERO.quantize(Decimal("0.01"))
+    return (used / effective * 100).quantize(Decimal("0.01"))
+
+
+# --- usage state ------------------------------------------------------------------
+
+
+class UsageState(StrEnum):
+    """The worst thing true of a level's usage, in increasing order."""
+
+    OK = "ok"
+    SOFT = "soft"  # above the soft limit
+    OVERCOMMITTED = "overcommitted"  # above limit_value, inside the overcommit
+    FULL = "full"  # at the hard limit: used = effective limit, no room left
+    OVER = "over"  # above the hard limit (burst, or a limit lowered with force)
+
+
+def above_soft_limit(*, used: Decimal, soft_limit: Decimal | None) -> bool:
+    return soft_limit is not None and used > soft_limit
+
+
+def at_hard_limit(*, used: Decimal, effective: Decimal) -> bool:
+    """No room left: ``used ≥ effective limit``. The one meaning of "at hard
+    limit", in filters, bars, marks and trees."""
+    return used >= effective
+
+
+def over_hard_limit(*, used: Decimal, effective: Decimal) -> bool:
+    return used > effective
+
+
+def usage_state(
+    *,
+    used: Decimal,
+    limit_value: Decimal,
+    soft_limit: Decimal | None,
+    overcommit_ratio: Decimal,
+) -> UsageState:
+    effective = effective_limit(limit_value, overcommit_ratio)
+    if over_hard_limit(used=used, effective=effective):
+        return UsageState.OVER
+    if at_hard_limit(used=used, effective=effective):
+        return UsageState.FULL
+    if used > limit_value:
+        return UsageState.OVERCOMMITTED
+    if above_soft_limit(used=used, soft_limit=soft_limit):
+        return UsageState.SOFT
+    return UsageState.OK
+
+
+def quota_usage_state(quota) -> UsageState:
+    """``usage_state`` of anything with a quota's fields."""
+    return usage_state(
+        used=quota.used,
+        limit_value=quota.limit_value,
+        soft_limit=quota.soft_limit,
+        overcommit_ratio=quota.overcommit_ratio,
+    )
+
+
+# --- hierarchy rules (a breach is a 400) ------------------------------------------
+
+
+@dataclass(frozen=True)
+class Breach:
+    """One broken rule: the field at fault and what is wrong."""
+
+    field: str
+    message: str
+
+
+def own_limit_breaches(
+    *,
+    limit_value: Decimal,
+    soft_limit: Decimal | None,
+    burst_limit: Decimal | None,
+) -> list[Breach]:
+    """``soft_limit ≤ limit_value ≤ burst_limit``."""
+    breaches = []
+    if soft_limit is not None and soft_limit > limit_value:
+        breaches.append(
+            Breach(
+                "soft_limit",
+                f"soft_limit ({amount_text(soft_limit)}) must not exceed "
+                f"limit_value ({amount_text(limit_value)}).",
+            )
+        )
+    if burst_limit is not None and burst_limit < limit_value:
+        breaches.append(
+            Breach(
+                "burst_limit",
+                f"burst_limit ({amount_text(burst_limit)}) must be at least "
+                f"limit_value ({amount_text(limit_value)}).",
+            )
+        )
+    return breaches
+
+
+def parent_type_breach(*, entity_type: str, parent_type: str | None) -> Breach | None:
+    """A team's parent is an organization, a user's parent is a team; a quota
+    without a parent may be of any type."""
+    if parent_type is None:
+        return None
+    expected = PARENT_ENTITY_TYPE.get(entity_type)
+    if expected is not None and parent_type == expected:
+        return None
+    reason = (
+        f"its parent must be {with_article(expected)}"
+        if expected
+        else "an organization has no parent"
+    )
+    return Breach(
+        "parent_id",
+        f"{with_article(entity_type).capitalize()} cannot have "
+        f"{with_article(parent_type)} parent; {reason}.",
+    )
+
+
+def resource_type_breach(
+    *, resource_type: str, parent_resource_type: str
+) -> Breach | None:
+    """A child has its parent's resource type."""
+    if resource_type == parent_resource_type:
+        return None
+    return Breach(
+        "resource_type",
+        f"The parent's resource_type is {parent_resource_type}, not {resource_type}.",
+    )
+
+
+def child_limit_breach(
+    *, limit_value: Decimal, parent_limit_value: Decimal
+) -> Breach | None:
+    """A child's ``limit_value`` ≤ its parent's."""
+    if limit_value <= parent_limit_value:
+        return None
+    return Breach(
+        "limit_value",
+        f"limit_value ({amount_text(limit_value)}) exceeds the parent's limit_value "
+        f"({amount_text(parent_limit_value)}).",
+    )
+
+
+def children_sum_breach(
+    *, children_total: Decimal, parent_effective: Decimal
+) -> Breach | None:
+    """The children's ``limit_value`` s sum to ≤ the parent's effective limit
+    (overcommit lets children be promised more than the parent holds)."""
+    if children_total <= parent_effective:
+        return None
+    return Breach(
+        "limit_value",
+        f"The children's limits sum to {amount_text(children_total)}, above the "
+        f"parent's effective limit ({amount_text(parent_effective)}).",
+    )
+
+
+def family_breaches(
+    *,
+    limit_value: Decimal,
+    overcommit_ratio: Decimal,
+    largest_child: Decimal | None,
+    children_total: Decimal,
+) -> list[Breach]:
+    """A parent's new limits must still hold its children (the rules above, seen
+    from the parent's side)."""
+    breaches = []
+    if largest_child is not None and largest_child > limit_value:
+        breaches.append(
+            Breach(
+                "limit_value",
+                f"limit_value ({amount_text(limit_value)}) is below a child's "
+                f"limit_value ({amount_text(largest_child)}).",
+            )
+        )
+    breach = children_sum_breach(
+        children_total=children_total,
+        parent_effective=effective_limit(limit_value, overcommit_ratio),
+    )
+    if breach is not None:
+        breaches.append(breach)
+    return breaches
+
+
+def lowering_needs_force(
+    *, old_effective: Decimal, new_effective: Decimal, used: Decimal
+) -> bool:
+    """Lowering the effective limit below current usage needs ``force``. Only a
+    lowering: after a forced one, raising the limit part of the way back must not
+    need it again."""
+    return new_effective < old_effective and new_effective < used
+
+
+def below_usage_message(*, new_effective: Decimal, used: Decimal) -> str:
+    return (
+        f"The new effective limit ({amount_text(new_effective)}) is below current "
+        f"usage ({amount_text(used)})"
+    )
+
+
+# --- the same predicates as ORM filters -------------------------------------------
+
+
+def effective_limit_expression():
+    return F("limit_value") * F("overcommit_ratio")
+
+
+def above_soft_limit_q() -> Q:
+    return Q(soft_limit__isnull=False, used__gt=F("soft_limit"))
+
+
+def at_hard_limit_q() -> Q:
+    return Q(used__gte=effective_limit_expression())
