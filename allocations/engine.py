@@ -29,6 +29,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.db import connection
 from django.db.migrations.operations.base import Operation
 
@@ -38,6 +39,9 @@ SQL_DIR = Path(__file__).resolve().parent / "sql"
 FUNCTIONS = (
     "hq_cap",
     "hq_fits",
+    "hq_in_scope",
+    "hq_deadline",
+    "hq_lock_budget",
     "hq_level",
     "hq_levels",
     "hq_check",
@@ -120,6 +124,11 @@ class InstallEngine(Operation):
 
     def describe(self):
         return f"Install the allocation engine from allocations/sql ({self.digest})"
+
+
+def lock_budget_ms() -> int:
+    """The budget every lock wait of one engine call shares (0: no limit)."""
+    return settings.DATABASE_LOCK_TIMEOUT_MS
 
 
 def call(function: str, *params) -> dict[str, Any]:

@@ -8,8 +8,13 @@ from quotas.filters import LowerChoiceFilter, ResourceTypeFilter
 
 
 class AllocationFilter(django_filters.FilterSet):
+    """Every status unless ``status`` narrows (``all`` is accepted, as on a quota's
+    allocations)."""
+
     job_id = django_filters.UUIDFilter(field_name="job_id")
-    status = LowerChoiceFilter(field_name="status", choices=AllocationStatus.values)
+    status = LowerChoiceFilter(
+        field_name="status", choices=[*AllocationStatus.values, "all"], every="all"
+    )
     entity_id = django_filters.CharFilter(field_name="entity_id")
     resource_type = ResourceTypeFilter(field_name="resource_type")
 

@@ -5,43 +5,43 @@ from django.db.models import QuerySet
 
 from allocations.models import Allocation, UsageHistory
 from horizon_quota.errors import NotFound
-from quotas.access.scoping import by_quota_in_scope
+from quotas.access.scoping import Scope, by_quota_in_scope
 
 
-def allocation_list(*, scope_id: UUID | None = None) -> QuerySet[Allocation]:
+def allocation_list(*, scope: Scope | None = None) -> QuerySet[Allocation]:
     """Every allocation, or those whose quota is in the key's scope."""
-    return by_quota_in_scope(Allocation.objects.all(), scope_id)
+    return by_quota_in_scope(Allocation.objects.all(), scope)
 
 
-def allocation_get(*, allocation_id: UUID, scope_id: UUID | None = None) -> Allocation:
+def allocation_get(*, allocation_id: UUID, scope: Scope | None = None) -> Allocation:
     """The allocation; 404 when it does not exist or lies outside the scope."""
     try:
-        return allocation_list(scope_id=scope_id).get(id=allocation_id)
+        return allocation_list(scope=scope).get(id=allocation_id)
     except Allocation.DoesNotExist:
         raise NotFound(f"Allocation {allocation_id} not found.") from None
 
 
-def ensure_allocation_in_scope(allocation_id: UUID, scope_id: UUID | None) -> None:
+def ensure_allocation_in_scope(allocation_id: UUID, scope: Scope | None) -> None:
     """For release and renew, before anything is written: the allocation's quota
     must exist and lie in the scope, else 404. An allocation never changes quota."""
-    if scope_id is None:
+    if scope is None:
         return
-    if not allocation_list(scope_id=scope_id).filter(id=allocation_id).exists():
+    if not allocation_list(scope=scope).filter(id=allocation_id).exists():
         raise NotFound(f"Allocation {allocation_id} not found.")
 
 
 def quota_allocation_list(
-    *, quota_id: UUID, scope_id: UUID | None = None
+    *, quota_id: UUID, scope: Scope | None = None
 ) -> QuerySet[Allocation]:
-    return by_quota_in_scope(Allocation.objects.filter(quota_id=quota_id), scope_id)
+    return by_quota_in_scope(Allocation.objects.filter(quota_id=quota_id), scope)
 
 
 def history_list(
-    *, quota_id: UUID, scope_id: UUID | None = None
+    *, quota_id: UUID, scope: Scope | None = None
 ) -> QuerySet[UsageHistory]:
     """A quota's history rows; they outlive the quota itself (for unscoped keys:
     a scoped key sees only rows of existing quotas in its scope)."""
-    return by_quota_in_scope(UsageHistory.objects.filter(quota_id=quota_id), scope_id)
+    return by_quota_in_scope(UsageHistory.objects.filter(quota_id=quota_id), scope)
 
 
 USAGE_DRIFT_SQL = """

@@ -15,6 +15,7 @@ from allocations.serializers import (
     HistorySerializer,
     RenewSerializer,
 )
+from horizon_quota.amounts import normalize_amount
 from horizon_quota.api import LinkHeaderCursorPagination
 from horizon_quota.schema import error_responses
 from quotas.access.scoping import scope_of
@@ -41,6 +42,22 @@ def _rendered(allocations) -> list[dict]:
     return [render_allocation(AllocationRecord.from_model(row)) for row in allocations]
 
 
+def _check_body(result) -> dict:
+    """The check answer, built directly (``CheckResultSerializer`` documents it):
+    levels above a scoped key's scope are already redacted by the service."""
+    return {
+        "allowed": result.allowed,
+        "available": None
+        if result.available is None
+        else normalize_amount(result.available),
+        "requested": normalize_amount(result.requested),
+        "reason": result.reason,
+        "warnings": result.warnings,
+        "blocking_quota_id": result.blocking_quota_id,
+        "levels": [level.as_dict() for level in result.levels],
+    }
+
+
 def _grant_body(result) -> dict:
     body = render_allocation(result.allocation)
     body["warnings"] = result.warnings
@@ -65,9 +82,9 @@ class AllocationCheckView(generics.GenericAPIView):
         serializer = AllocationCheckSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         result = services.allocation_check(
-            **serializer.validated_data, scope_id=_scope(request)
+            **serializer.validated_data, scope=_scope(request)
         )
-        return Response(CheckResultSerializer(result).data)
+        return Response(_check_body(result))
 
 
 class AllocationListCreateView(generics.GenericAPIView):
@@ -77,7 +94,7 @@ class AllocationListCreateView(generics.GenericAPIView):
     write_roles = SCHEDULER_ROLES
 
     def get_queryset(self):
-        return selectors.allocation_list(scope_id=_scope(self.request))
+        return selectors.allocation_list(scope=_scope(self.request))
 
     @extend_schema(
         tags=["allocations"],
@@ -105,10 +122,8 @@ class AllocationListCreateView(generics.GenericAPIView):
     def post(self, request):
         serializer = AllocationCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        scope_id = _scope(request)
-        result = services.allocation_create(
-            **serializer.validated_data, scope_id=scope_id
-        )
+        scope = _scope(request)
+        result = services.allocation_create(**serializer.validated_data, scope=scope)
         code = status.HTTP_200_OK if result.replayed else status.HTTP_201_CREATED
         return Response(_grant_body(result), status=code)
 
@@ -124,7 +139,7 @@ class AllocationDetailView(generics.GenericAPIView):
     )
     def get(self, request, allocation_id):
         allocation = selectors.allocation_get(
-            allocation_id=allocation_id, scope_id=_scope(request)
+            allocation_id=allocation_id, scope=_scope(request)
         )
         return Response(render_allocation(AllocationRecord.from_model(allocation)))
 
@@ -147,7 +162,7 @@ class AllocationDetailView(generics.GenericAPIView):
     )
     def delete(self, request, allocation_id):
         allocation = services.allocation_release(
-            allocation_id=allocation_id, scope_id=_scope(request)
+            allocation_id=allocation_id, scope=_scope(request)
         )
         return Response(render_allocation(allocation))
 
@@ -181,7 +196,7 @@ class AllocationRenewView(generics.GenericAPIView):
         allocation = services.allocation_renew(
             allocation_id=allocation_id,
             **serializer.validated_data,
-            scope_id=_scope(request),
+            scope=_scope(request),
         )
         return Response(render_allocation(allocation))
 
@@ -195,7 +210,7 @@ class QuotaAllocationsView(generics.GenericAPIView):
         if getattr(self, "swagger_fake_view", False):  # schema generation
             return Allocation.objects.none()
         return selectors.quota_allocation_list(
-            quota_id=self.kwargs["quota_id"], scope_id=_scope(self.request)
+            quota_id=self.kwargs["quota_id"], scope=_scope(self.request)
         )
 
     @extend_schema(
@@ -216,7 +231,7 @@ class QuotaAllocationsView(generics.GenericAPIView):
     )
     def get(self, request, quota_id):
         # 404 for an unknown quota or one outside the key's scope.
-        quota_get(quota_id=quota_id, scope_id=_scope(request))
+        quota_get(quota_id=quota_id, scope=_scope(request))
         page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
         return self.get_paginated_response(_rendered(page))
 
@@ -230,7 +245,7 @@ class QuotaHistoryView(generics.GenericAPIView):
         if getattr(self, "swagger_fake_view", False):  # schema generation
             return UsageHistory.objects.none()
         return selectors.history_list(
-            quota_id=self.kwargs["quota_id"], scope_id=_scope(self.request)
+            quota_id=self.kwargs["quota_id"], scope=_scope(self.request)
         )
 
     @extend_schema(
@@ -240,10 +255,10 @@ class QuotaHistoryView(generics.GenericAPIView):
     )
     def get(self, request, quota_id):
         queryset = self.get_queryset()
-        scope_id = _scope(request)
-        if scope_id is not None:
+        scope = _scope(request)
+        if scope is not None:
             # A scoped key sees the history of existing quotas in its scope only.
-            quota_get(quota_id=quota_id, scope_id=scope_id)
+            quota_get(quota_id=quota_id, scope=scope)
         # A deleted quota keeps serving its rows; an id that never existed is a 404.
         elif not Quota.objects.filter(id=quota_id).exists() and not queryset.exists():
             quota_get(quota_id=quota_id)

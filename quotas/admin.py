@@ -235,10 +235,16 @@ class ApiKeyAddForm(forms.ModelForm):
     the form only to render the one confirmation page."""
 
     raw_key: str | None = None
+    scope = forms.CharField(
+        required=False,
+        max_length=270,
+        help_text="Optional: confine the key to an entity's subtree across every "
+        "resource type — organization:ID, team:ID, or a quota id (its entity).",
+    )
 
     class Meta:
         model = ApiKey
-        fields = ["name", "role", "scope", "expires_at"]
+        fields = ["name", "role", "expires_at"]
 
     def _post_clean(self):
         pass  # the service validates and saves
@@ -247,12 +253,11 @@ class ApiKeyAddForm(forms.ModelForm):
         cleaned = super().clean()
         if self.errors:
             return cleaned
-        scope = cleaned.get("scope")
         try:
             self.instance, self.raw_key = keys.api_key_create(
                 name=cleaned.get("name") or "",
                 role=cleaned.get("role") or "",
-                scope_id=scope.pk if scope else None,
+                scope=cleaned.get("scope") or None,
                 expires_at=cleaned.get("expires_at"),
             )
         except ServiceError as exc:
@@ -286,7 +291,6 @@ class ApiKeyAdmin(admin.ModelAdmin):
     ]
     list_filter = ["role"]
     search_fields = ["name", "prefix"]
-    autocomplete_fields = ["scope"]
     actions = ["revoke_selected"]
     # The hash is never shown: it is in no form and no list.
     _CHANGE_READONLY = [

@@ -91,10 +91,13 @@ def record_change(
 ) -> QuotaChange:
     """Append one row to the audit trail, inside the caller's transaction."""
     actor = actor or Actor.system()
+    # Only what really changed: a create has no old values and records the fields
+    # it sets, not the options it leaves empty (no [null, null]).
     changes = {
         field: [audit_value(old.get(field)), audit_value(new.get(field))]
         for field in AUDITED_FIELDS
-        if field in old or field in new
+        if (field in old or field in new)
+        and audit_value(old.get(field)) != audit_value(new.get(field))
     }
     return QuotaChange.objects.create(
         quota_id=quota.id,

@@ -8,8 +8,10 @@ from quotas.selectors import resource_type_get
 class LowerChoiceFilter(django_filters.CharFilter):
     """A case-insensitive choice; an unknown value is a 400 naming the valid ones."""
 
-    def __init__(self, *args, choices, **kwargs):
+    def __init__(self, *args, choices, every: str | None = None, **kwargs):
         self.valid = list(choices)
+        # A value that filters nothing out (e.g. status=all).
+        self.every = every
         kwargs.setdefault("help_text", f"One of: {', '.join(self.valid)}.")
         super().__init__(*args, **kwargs)
 
@@ -21,6 +23,8 @@ class LowerChoiceFilter(django_filters.CharFilter):
             raise ValidationError(
                 {self.field_name: [f"Must be one of: {', '.join(self.valid)}."]}
             )
+        if value == self.every:
+            return qs
         return super().filter(qs, value)
 
 

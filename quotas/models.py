@@ -154,7 +154,8 @@ class Quota(models.Model):
             # Filter by entity_id alone (the unique constraint leads with
             # entity_type).
             models.Index(fields=["entity_id"], name="quotas_entity_id_idx"),
-            # API key scopes: path @> ARRAY[scope_id] (quotas/access/scoping.py).
+            # API key scopes: path && the scope entity's quota ids
+            # (quotas/access/scoping.py).
             GinIndex(fields=["path"], name="quotas_path_gin"),
         ]
 
@@ -193,15 +194,12 @@ class ApiKey(models.Model):
     prefix = models.CharField(max_length=16, unique=True, editable=False)
     key_hash = models.CharField(max_length=64, editable=False)
     role = models.CharField(max_length=12, choices=ApiKeyRole.choices)
-    # Optional subtree the key is confined to (quotas/access/scoping.py).
-    scope = models.ForeignKey(
-        Quota,
-        on_delete=models.CASCADE,
-        null=True,
-        blank=True,
-        related_name="api_keys",
-        help_text="Confine the key to this quota's subtree.",
+    # Optional entity the key is confined to: an organization's or a team's subtree
+    # across every resource type (quotas/access/scoping.py). Both set or both empty.
+    scope_entity_type = models.CharField(
+        max_length=12, choices=EntityType.choices, null=True, blank=True
     )
+    scope_entity_id = models.CharField(max_length=255, null=True, blank=True)
     created_at = models.DateTimeField(db_default=Now(), editable=False)
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
@@ -214,10 +212,30 @@ class ApiKey(models.Model):
             models.CheckConstraint(
                 condition=Q(role__in=ApiKeyRole.values), name="api_keys_role_valid"
             ),
+            models.CheckConstraint(
+                condition=Q(
+                    scope_entity_type__isnull=True, scope_entity_id__isnull=True
+                )
+                | Q(
+                    scope_entity_type__in=EntityType.values,
+                    scope_entity_id__isnull=False,
+                ),
+                name="api_keys_scope_is_an_entity",
+            ),
         ]
 
     def __str__(self):
         return f"{self.name} ({self.role})"
+
+    @property
+    def scope(self):
+        """The entity the key is confined to (a ``quotas.access.scoping.Scope``), or
+        None for an unscoped key."""
+        from quotas.access.scoping import Scope
+
+        if self.scope_entity_type is None:
+            return None
+        return Scope(self.scope_entity_type, self.scope_entity_id)
 
     @staticmethod
     def hash_key(raw_key: str) -> str:

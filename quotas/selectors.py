@@ -3,19 +3,19 @@ from uuid import UUID
 from django.db.models import QuerySet, Sum
 
 from horizon_quota.errors import InvalidInput, NotFound
-from quotas.access.scoping import by_quota_in_scope, quotas_in_scope
+from quotas.access.scoping import Scope, by_quota_in_scope, quotas_in_scope
 from quotas.models import Quota, QuotaChange, ResourceType
 
 
-def quota_list(*, scope_id: UUID | None = None) -> QuerySet[Quota]:
+def quota_list(*, scope: Scope | None = None) -> QuerySet[Quota]:
     """Every quota, or those in the key's scope (quotas/access/scoping.py)."""
-    return quotas_in_scope(Quota.objects.select_related("resource_type"), scope_id)
+    return quotas_in_scope(Quota.objects.select_related("resource_type"), scope)
 
 
-def quota_get(*, quota_id: UUID, scope_id: UUID | None = None) -> Quota:
+def quota_get(*, quota_id: UUID, scope: Scope | None = None) -> Quota:
     """The quota; 404 when it does not exist or lies outside the scope."""
     try:
-        return quota_list(scope_id=scope_id).get(id=quota_id)
+        return quota_list(scope=scope).get(id=quota_id)
     except Quota.DoesNotExist:
         raise NotFound(f"Quota {quota_id} not found.") from None
 
@@ -27,18 +27,18 @@ def quota_path(*, quota: Quota) -> list[Quota]:
 
 
 def quota_change_list(
-    *, quota_id: UUID, scope_id: UUID | None = None
+    *, quota_id: UUID, scope: Scope | None = None
 ) -> QuerySet[QuotaChange]:
     """A quota's audit trail; it outlives the quota itself (for unscoped keys)."""
-    return by_quota_in_scope(QuotaChange.objects.filter(quota_id=quota_id), scope_id)
+    return by_quota_in_scope(QuotaChange.objects.filter(quota_id=quota_id), scope)
 
 
-def quota_has_existed(*, quota_id: UUID, scope_id: UUID | None = None) -> bool:
+def quota_has_existed(*, quota_id: UUID, scope: Scope | None = None) -> bool:
     """Whether the quota exists, or existed and left an audit trail behind. For a
     scoped key: whether it exists in the scope (a deleted quota's trail is for
     unscoped keys only)."""
-    if scope_id is not None:
-        return quota_list(scope_id=scope_id).filter(id=quota_id).exists()
+    if scope is not None:
+        return quota_list(scope=scope).filter(id=quota_id).exists()
     return (
         Quota.objects.filter(id=quota_id).exists()
         or QuotaChange.objects.filter(quota_id=quota_id).exists()

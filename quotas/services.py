@@ -36,7 +36,7 @@ from django.dispatch import Signal
 
 from horizon_quota.errors import AlreadyExists, Conflict, InvalidInput, NotFound
 from quotas import rules
-from quotas.access.scoping import ensure_may_change, ensure_may_create_under
+from quotas.access.scoping import Scope, ensure_may_change, ensure_may_create_under
 from quotas.audit import (
     UPDATABLE_FIELDS,
     Actor,
@@ -138,11 +138,11 @@ def quota_create(
     overcommit_ratio: Decimal = Decimal("1"),
     actor: Actor | None = None,
     reason: str = "",
-    scope_id: UUID | None = None,
+    scope: Scope | None = None,
 ) -> Quota:
-    """Create a quota; a key scoped to ``scope_id`` only inside its subtree."""
+    """Create a quota; a scoped key only below its scope entity's quotas."""
     reason = change_reason_clean(reason)
-    ensure_may_create_under(parent_id, scope_id)
+    ensure_may_create_under(parent_id, scope)
     rtype = resource_type_get(slug=resource_type)
     _refuse(
         rules.own_limit_breaches(
@@ -223,12 +223,12 @@ def quota_update(
     expected_version: int | None = None,
     actor: Actor | None = None,
     reason: str = "",
-    scope_id: UUID | None = None,
+    scope: Scope | None = None,
 ) -> Quota:
     """Apply ``changes`` (a subset of UPDATABLE_FIELDS; ``None`` clears soft and
     burst limits) after checking every rule from both sides of the hierarchy."""
     reason = change_reason_clean(reason)
-    ensure_may_change(quota_id, scope_id)
+    ensure_may_change(quota_id, scope)
     unknown = set(changes) - set(UPDATABLE_FIELDS)
     if unknown:
         raise InvalidInput(f"Cannot change: {', '.join(sorted(unknown))}.")
@@ -314,10 +314,10 @@ def quota_delete(
     quota_id: UUID,
     actor: Actor | None = None,
     reason: str = "",
-    scope_id: UUID | None = None,
+    scope: Scope | None = None,
 ) -> None:
     reason = change_reason_clean(reason)
-    ensure_may_change(quota_id, scope_id)
+    ensure_may_change(quota_id, scope)
     # Lock the quota: a child created concurrently locks it as its parent first,
     # so "no children" stays true until we commit.
     quota = lock_quotas([quota_id]).get(quota_id)

@@ -71,7 +71,7 @@ class QuotaListCreateView(generics.GenericAPIView):
     filterset_class = QuotaFilter
 
     def get_queryset(self):
-        return selectors.quota_list(scope_id=_scope(self.request))
+        return selectors.quota_list(scope=_scope(self.request))
 
     @extend_schema(
         tags=["quotas"],
@@ -110,7 +110,7 @@ class QuotaListCreateView(generics.GenericAPIView):
             **serializer.validated_data,
             actor=_actor(request),
             reason=reason,
-            scope_id=_scope(request),
+            scope=_scope(request),
         )
         return Response(QuotaSerializer(quota).data, status=status.HTTP_201_CREATED)
 
@@ -120,7 +120,7 @@ class QuotaDetailView(generics.GenericAPIView):
 
     def get_object(self):
         return selectors.quota_get(
-            quota_id=self.kwargs["quota_id"], scope_id=_scope(self.request)
+            quota_id=self.kwargs["quota_id"], scope=_scope(self.request)
         )
 
     @extend_schema(
@@ -147,7 +147,7 @@ class QuotaDetailView(generics.GenericAPIView):
             expected_version=version,
             actor=_actor(request),
             reason=reason,
-            scope_id=_scope(request),
+            scope=_scope(request),
         )
         return Response(QuotaSerializer(quota).data)
 
@@ -203,7 +203,7 @@ class QuotaDetailView(generics.GenericAPIView):
             quota_id=self.get_object().id,
             actor=_actor(request),
             reason=reason,
-            scope_id=_scope(request),
+            scope=_scope(request),
         )
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -217,7 +217,7 @@ class QuotaUsageView(generics.GenericAPIView):
         responses={200: UsageSerializer, **error_responses(401, 404)},
     )
     def get(self, request, quota_id):
-        quota = selectors.quota_get(quota_id=quota_id, scope_id=_scope(request))
+        quota = selectors.quota_get(quota_id=quota_id, scope=_scope(request))
         return Response(UsageSerializer(quota).data)
 
 
@@ -233,7 +233,7 @@ class QuotaAuditView(generics.GenericAPIView):
         if getattr(self, "swagger_fake_view", False):  # schema generation
             return QuotaChange.objects.none()
         return selectors.quota_change_list(
-            quota_id=self.kwargs["quota_id"], scope_id=_scope(self.request)
+            quota_id=self.kwargs["quota_id"], scope=_scope(self.request)
         )
 
     @extend_schema(
@@ -250,8 +250,8 @@ class QuotaAuditView(generics.GenericAPIView):
     )
     def get(self, request, quota_id):
         # A deleted quota keeps serving its trail; an id that never existed is a 404.
-        scope_id = _scope(request)
-        if not selectors.quota_has_existed(quota_id=quota_id, scope_id=scope_id):
-            selectors.quota_get(quota_id=quota_id, scope_id=scope_id)
+        scope = _scope(request)
+        if not selectors.quota_has_existed(quota_id=quota_id, scope=scope):
+            selectors.quota_get(quota_id=quota_id, scope=scope)
         page = self.paginate_queryset(self.get_queryset())
         return self.get_paginated_response(QuotaChangeSerializer(page, many=True).data)

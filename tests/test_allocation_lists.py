@@ -164,6 +164,8 @@ def test_the_list_renders_every_allocation_field(viewer_client, mixed):
         ("expired", ["expired"]),
         ("RELEASED", ["released"]),
         ("Active", ["active", "team", "cpu"]),
+        ("all", ["active", "released", "expired", "team", "cpu"]),
+        ("ALL", ["active", "released", "expired", "team", "cpu"]),
     ],
 )
 def test_it_filters_by_status_case_insensitively(
@@ -174,7 +176,7 @@ def test_it_filters_by_status_case_insensitively(
     assert set(_ids(response)) == {mixed[name] for name in expected}
 
 
-@pytest.mark.parametrize("status", ["bogus", "all", "releasedd"])
+@pytest.mark.parametrize("status", ["bogus", "every", "releasedd"])
 def test_it_refuses_an_unknown_status(viewer_client, mixed, status):
     body = _assert_error(
         viewer_client.get(ALLOCATIONS, {"status": status}), 400, "invalid_input"

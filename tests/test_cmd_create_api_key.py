@@ -211,14 +211,17 @@ def test_a_key_without_expires_in_never_expires(db):
     assert ApiKey.objects.get().expires_at is None
 
 
-def test_a_scope_confines_the_created_key_to_its_subtree(tree):
+@pytest.mark.parametrize("how", ["entity", "quota id"])
+def test_a_scope_confines_the_created_key_to_its_subtree(tree, how):
     org, team, user = tree
+    scope = "team:research" if how == "entity" else str(team.id)
 
-    output, _ = _create_key("research", "--role", "viewer", "--scope", str(team.id))
+    output, _ = _create_key("research", "--role", "viewer", "--scope", scope)
     raw_key = output.strip().splitlines()[-1]
 
     key = ApiKey.objects.get()
-    assert key.scope_id == team.id
+    assert (key.scope_entity_type, key.scope_entity_id) == ("team", "research")
+    assert "scope team:research" in output
     client = _client(raw_key)
     listed = {row["id"] for row in client.get(QUOTAS).json()}
     assert listed == {str(team.id), str(user.id)}
@@ -229,7 +232,7 @@ def test_a_scoped_key_row_is_accepted_at_authentication_and_confined(tree):
     org, team, user = tree
     output, _ = _create_key("research", "--role", "viewer")
     raw_key = output.strip().splitlines()[-1]
-    ApiKey.objects.update(scope=team)
+    ApiKey.objects.update(scope_entity_type="team", scope_entity_id="research")
 
     response = _client(raw_key).get(QUOTAS)
 
@@ -237,7 +240,9 @@ def test_a_scoped_key_row_is_accepted_at_authentication_and_confined(tree):
     assert {row["id"] for row in response.json()} == {str(team.id), str(user.id)}
 
 
-@pytest.mark.parametrize("scope", [str(uuid.uuid4()), "not-a-uuid", "42"])
+@pytest.mark.parametrize(
+    "scope", [str(uuid.uuid4()), "not-a-uuid", "42", "team:nobody", "galaxy:acme"]
+)
 def test_a_scope_that_is_not_a_quota_is_refused(db, scope):
     with pytest.raises(CommandError) as error:
         _create_key("sched", "--role", "scheduler", "--scope", scope)

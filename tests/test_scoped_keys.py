@@ -22,7 +22,7 @@ ALLOCATIONS = "/api/v1/allocations"
 
 def _client(role: str, scope=None) -> APIClient:
     _, raw_key = api_key_create(
-        name=f"{role} {scope}", role=role, scope_id=scope.id if scope else None
+        name=f"{role} {scope}", role=role, scope=str(scope.id) if scope else None
     )
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Api-Key {raw_key}")

@@ -16,7 +16,7 @@ from uuid import UUID
 from django.db.models import F, Q
 from django.db.models.functions import Now
 
-from allocations.engine import Outcome, call
+from allocations.engine import Outcome, call, lock_budget_ms
 from allocations.exceptions import AlreadyReleased, Conflict, NotFound, QuotaExceeded
 from allocations.models import Allocation, AllocationStatus
 from allocations.records import AllocationRecord
@@ -24,7 +24,7 @@ from allocations.selectors import ensure_allocation_in_scope
 from horizon_quota.amounts import amount_text, normalize_amount
 from horizon_quota.observability import ALLOCATION_OUTCOMES
 from quotas import rules
-from quotas.access.scoping import ensure_entity_in_scope, quota_in_scope
+from quotas.access.scoping import OutsideLevel, Scope, redact_levels
 from quotas.selectors import resource_type_get
 
 
@@ -70,13 +70,19 @@ class Level:
         }
 
 
+# A level of an answer: the whole level, or one above the key's scope.
+Shown = Level | OutsideLevel
+
+
 @dataclass(frozen=True)
 class CheckResult:
     allowed: bool
     requested: Decimal
-    available: Decimal
+    # The room left for this request; None when a level above the key's scope
+    # refuses (its numbers are not the key's to know).
+    available: Decimal | None
     reason: str | None
-    levels: list[Level]
+    levels: list[Shown]
     warnings: list[str]
     blocking_quota_id: UUID | None
 
@@ -85,21 +91,24 @@ class CheckResult:
 class AllocationResult:
     allocation: AllocationRecord
     replayed: bool
-    levels: list[Level] = field(default_factory=list)
+    levels: list[Shown] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
 
-def _levels(raw: list[dict]) -> list[Level]:
-    return [Level.from_engine(level) for level in raw]
+def _levels(raw: list[dict], scope: Scope | None) -> list[Shown]:
+    """The engine's levels as the key may see them (quotas.access.scoping)."""
+    return redact_levels([Level.from_engine(level) for level in raw], scope)
 
 
-def _warnings(levels: list[Level]) -> list[str]:
-    """Soft limits never block; a level that ends above its soft limit is reported."""
+def _warnings(levels: list[Shown]) -> list[str]:
+    """Soft limits never block; a level that ends above its soft limit is reported
+    (never one above the key's scope)."""
     return [
         f"{level.entity_type} {level.entity_id} is above its soft limit: "
         f"{amount_text(level.used)} used of {amount_text(level.soft_limit)}."
         for level in levels
-        if rules.above_soft_limit(used=level.used, soft_limit=level.soft_limit)
+        if isinstance(level, Level)
+        and rules.above_soft_limit(used=level.used, soft_limit=level.soft_limit)
     ]
 
 
@@ -110,12 +119,28 @@ def _no_quota(entity_type: str, entity_id: str, resource_type: str):
     return NotFound(f"No {resource_type} quota for {entity_type} {entity_id!r}.")
 
 
-def _refusal_message(level: Level, requested: Decimal) -> str:
+def _refusal_message(level: Shown, requested: Decimal) -> str:
+    if isinstance(level, OutsideLevel):
+        return (
+            f"A quota above your scope has no room for {amount_text(requested)}; "
+            "retry later."
+        )
     return (
         f"Quota exceeded at {level.entity_type} {level.entity_id} "
         f"(quota {level.quota_id}): requested {amount_text(requested)}, "
         f"available {amount_text(level.available)}."
     )
+
+
+def _refusal(levels: list[Shown], blocking: Shown, requested: Decimal) -> dict:
+    """The members a refusal adds to its error body (DESIGN §5), as redacted."""
+    inside = isinstance(blocking, Level)
+    return {
+        "blocking_quota_id": blocking.quota_id if inside else None,
+        "requested": normalize_amount(requested),
+        "available": blocking.available if inside else None,
+        "levels": [level.as_dict() for level in levels],
+    }
 
 
 def allocation_check(
@@ -125,34 +150,41 @@ def allocation_check(
     resource_type: str,
     requested_value: Decimal,
     allow_burst: bool = False,
-    scope_id: UUID | None = None,
+    scope: Scope | None = None,
 ) -> CheckResult:
     """Evaluate the allocate predicate at every level, without writing. An entity
-    outside the key's scope (``scope_id``) is a 404."""
-    ensure_entity_in_scope(
-        entity_type=entity_type,
-        entity_id=entity_id,
-        resource_type=resource_type,
-        scope_id=scope_id,
-    )
+    outside the key's scope is a 404; levels above the scope are redacted."""
     outcome = call(
-        "hq_check", entity_type, entity_id, resource_type, requested_value, allow_burst
+        "hq_check",
+        entity_type,
+        entity_id,
+        resource_type,
+        requested_value,
+        allow_burst,
+        *_scope_params(scope),
     )
     if outcome["outcome"] == Outcome.NO_QUOTA:
         raise _no_quota(entity_type, entity_id, resource_type)
-    levels = _levels(outcome["levels"])
+    levels = _levels(outcome["levels"], scope)
     blocking = next((level for level in levels if not level.allowed), None)
+    visible = [level for level in levels if isinstance(level, Level)]
     # The warnings describe the state the allocation would leave behind.
-    after = [replace(level, used=level.used + requested_value) for level in levels]
+    after = [replace(level, used=level.used + requested_value) for level in visible]
     return CheckResult(
         allowed=blocking is None,
         requested=requested_value,
-        available=min(level.available for level in levels),
+        available=None
+        if isinstance(blocking, OutsideLevel)
+        else min(level.available for level in visible),
         reason=_refusal_message(blocking, requested_value) if blocking else None,
         levels=levels,
         warnings=_warnings(after) if blocking is None else [],
-        blocking_quota_id=blocking.quota_id if blocking else None,
+        blocking_quota_id=getattr(blocking, "quota_id", None),
     )
+
+
+def _scope_params(scope: Scope | None) -> tuple[str | None, str | None]:
+    return (scope.entity_type, scope.entity_id) if scope else (None, None)
 
 
 def allocation_create(
@@ -165,17 +197,11 @@ def allocation_create(
     allow_burst: bool = False,
     metadata: dict | None = None,
     ttl_seconds: int | None = None,
-    scope_id: UUID | None = None,
+    scope: Scope | None = None,
 ) -> AllocationResult:
     """Allocate along the whole path, or not at all; replay an identical retry.
-    An entity outside the key's scope (``scope_id``) is a 404 and writes nothing:
-    it is checked before the engine runs."""
-    ensure_entity_in_scope(
-        entity_type=entity_type,
-        entity_id=entity_id,
-        resource_type=resource_type,
-        scope_id=scope_id,
-    )
+    An entity outside the key's scope is a 404 and writes nothing (the engine
+    checks before it writes); levels above the scope are redacted."""
     arguments = (
         entity_type,
         entity_id,
@@ -185,11 +211,14 @@ def allocation_create(
         allow_burst,
         json.dumps(metadata or {}),
         ttl_seconds,
+        *_scope_params(scope),
+        lock_budget_ms(),
     )
     outcome = call("hq_allocate", *arguments)
     if outcome["outcome"] == Outcome.STALE:
-        # The job's earlier allocation outlived its lease and was never swept:
-        # expire it now (its own transaction), then this is a fresh allocation.
+        # The job's earlier allocation outlived its lease and was never swept: it
+        # lies in the key's scope (the engine says `conflict` otherwise), so expire
+        # it now (its own transaction); then this is a fresh allocation.
         stale_id = UUID(outcome["allocation"]["id"])
         with contextlib.suppress(AlreadyReleased, Conflict):  # someone was faster
             allocation_expire(allocation_id=stale_id)
@@ -199,7 +228,7 @@ def allocation_create(
         "not_found" if kind == Outcome.NO_QUOTA else kind.value
     ).inc()
     if kind == Outcome.GRANTED:
-        levels = _levels(outcome["levels"])
+        levels = _levels(outcome["levels"], scope)
         return AllocationResult(
             allocation=AllocationRecord.from_engine(outcome["allocation"]),
             replayed=False,
@@ -215,7 +244,7 @@ def allocation_create(
             resource_type=resource_type,
             requested_value=Decimal("0"),
             allow_burst=allow_burst,
-            scope_id=scope_id,
+            scope=scope,
         )
         return AllocationResult(
             allocation=AllocationRecord.from_engine(outcome["allocation"]),
@@ -224,12 +253,12 @@ def allocation_create(
             warnings=current.warnings,
         )
     if kind == Outcome.CONFLICT:
-        existing = AllocationRecord.from_engine(outcome["allocation"])
-        if not quota_in_scope(existing.quota_id, scope_id):
+        if outcome["allocation"] is None:
             # The job's allocation lies outside the key's scope: say no more.
             raise Conflict(
                 f"Job {job_id} already holds an active {resource_type} allocation."
             )
+        existing = AllocationRecord.from_engine(outcome["allocation"])
         raise Conflict(
             f"Job {job_id} already holds an active {resource_type} allocation "
             f"({existing.id}) with different values: "
@@ -239,24 +268,23 @@ def allocation_create(
         )
     if kind == Outcome.NO_QUOTA:
         raise _no_quota(entity_type, entity_id, resource_type)
-    levels = _levels(outcome["levels"])
-    blocking_id = UUID(outcome["blocking_quota_id"])
-    blocking = next((level for level in levels if level.quota_id == blocking_id), None)
-    if blocking is None:  # the blocking quota was deleted since it refused
+    raw_levels = outcome["levels"]
+    blocking_id = outcome["blocking_quota_id"]
+    index = next(
+        (i for i, level in enumerate(raw_levels) if level["quota_id"] == blocking_id),
+        None,
+    )
+    if index is None:  # the blocking quota was deleted since it refused
         raise _no_quota(entity_type, entity_id, resource_type)
+    levels = _levels(raw_levels, scope)
     raise QuotaExceeded(
-        _refusal_message(blocking, requested_value),
-        extra={
-            "blocking_quota_id": blocking_id,
-            "requested": normalize_amount(requested_value),
-            "available": blocking.available,
-            "levels": [level.as_dict() for level in levels],
-        },
+        _refusal_message(levels[index], requested_value),
+        extra=_refusal(levels, levels[index], requested_value),
     )
 
 
 def _release(allocation_id: UUID, status: str, only_expired: bool) -> AllocationRecord:
-    outcome = call("hq_release", allocation_id, status, only_expired)
+    outcome = call("hq_release", allocation_id, status, only_expired, lock_budget_ms())
     kind = Outcome(outcome["outcome"])
     if kind == Outcome.NOT_FOUND:
         raise NotFound(f"Allocation {allocation_id} not found.")
@@ -271,11 +299,11 @@ def _release(allocation_id: UUID, status: str, only_expired: bool) -> Allocation
 
 
 def allocation_release(
-    *, allocation_id: UUID, scope_id: UUID | None = None
+    *, allocation_id: UUID, scope: Scope | None = None
 ) -> AllocationRecord:
     """Return the allocation's amount to every level of its path, exactly once.
     An allocation outside the key's scope is a 404 and is left alone."""
-    ensure_allocation_in_scope(allocation_id, scope_id)
+    ensure_allocation_in_scope(allocation_id, scope)
     return _release(allocation_id, AllocationStatus.RELEASED, only_expired=False)
 
 
@@ -285,11 +313,11 @@ def allocation_expire(*, allocation_id: UUID) -> AllocationRecord:
 
 
 def allocation_renew(
-    *, allocation_id: UUID, ttl_seconds: int, scope_id: UUID | None = None
+    *, allocation_id: UUID, ttl_seconds: int, scope: Scope | None = None
 ) -> AllocationRecord:
     """Extend an active allocation's lease to ``ttl_seconds`` from now (database
     clock). Touches no quota row. Outside the key's scope it is a 404."""
-    ensure_allocation_in_scope(allocation_id, scope_id)
+    ensure_allocation_in_scope(allocation_id, scope)
     # A lease that has run out is over, even before the sweeper releases it.
     renewed = Allocation.objects.filter(
         Q(expires_at__isnull=True) | Q(expires_at__gt=Now()),

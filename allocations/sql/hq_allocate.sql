@@ -1,12 +1,16 @@
 -- Allocate, all or nothing along the path (DESIGN §3; lock order: quotas/locking.py).
---   1. Read the path with the leaf (no lock: it never changes).
+--   1. Read the path with the leaf (no lock: it never changes). An entity outside
+--      the key's scope is answered as if it had no quota, before anything is
+--      written; every lock wait of the call shares one budget (hq_lock_budget).
 --   2. Claim the idempotency key by inserting the allocation, and insert its history
 --      row. Inserts come first so the quota rows, above all the contended ones near
 --      the root, stay locked for as short a time as possible. A key held by an
 --      active allocation answers `replayed` (same entity and value), `conflict`
 --      (other values) or `stale` (its lease has run out: the caller expires it in a
 --      transaction of its own and comes back, so this one never holds quota rows
---      while it waits on another transaction's key).
+--      while it waits on another transaction's key). A conflicting or stale
+--      allocation outside the key's scope is reported as a bare `conflict`: a scoped
+--      request never learns of, nor touches, anything outside its scope.
 --   3. Charge each level with a conditional UPDATE by id, leaf first and root last:
 --      the lock and the predicate in one step. The root's update is the last write;
 --      the transaction commits as the statement ends.
@@ -15,9 +19,11 @@
 --      the two inserted rows are deleted. Nothing of the attempt stays visible.
 CREATE OR REPLACE FUNCTION hq_allocate(
     p_entity_type text, p_entity_id text, p_resource text, p_job uuid,
-    p_requested numeric, p_allow_burst boolean, p_metadata jsonb, p_ttl integer
-) RETURNS json LANGUAGE plpgsql AS $$
+    p_requested numeric, p_allow_burst boolean, p_metadata jsonb, p_ttl integer,
+    p_scope_type text, p_scope_id text, p_lock_budget_ms integer
+) RETURNS json LANGUAGE plpgsql SET lock_timeout = 0 AS $$
 DECLARE
+    v_deadline timestamptz := hq_deadline(p_lock_budget_ms);
     v_path uuid[];
     v_alloc allocations%ROWTYPE;
     v_history uuid;
@@ -30,11 +36,12 @@ BEGIN
     SELECT path INTO v_path FROM quotas
      WHERE entity_type = p_entity_type AND entity_id = p_entity_id
        AND resource_type = p_resource;
-    IF NOT FOUND THEN
+    IF NOT FOUND OR NOT hq_in_scope(v_path, p_scope_type, p_scope_id) THEN
         RETURN json_build_object('outcome', 'no_quota');
     END IF;
 
     LOOP
+        PERFORM hq_lock_budget(v_deadline);
         INSERT INTO allocations (id, quota_id, entity_type, entity_id, job_id,
                                  resource_type, allocated_value, status, allocated_at,
                                  expires_at, is_burst, version, metadata)
@@ -50,6 +57,10 @@ BEGIN
         SELECT * INTO v_alloc FROM allocations
          WHERE job_id = p_job AND resource_type = p_resource AND status = 'active';
         IF FOUND THEN
+            IF NOT hq_in_scope((SELECT path FROM quotas WHERE id = v_alloc.quota_id),
+                               p_scope_type, p_scope_id) THEN
+                RETURN json_build_object('outcome', 'conflict', 'allocation', NULL);
+            END IF;
             IF v_alloc.expires_at IS NOT NULL AND v_alloc.expires_at <= now() THEN
                 -- Its lease has run out: the caller expires it and comes back.
                 RETURN json_build_object('outcome', 'stale',
@@ -78,6 +89,7 @@ BEGIN
             p_requested, 'allocate', p_job, now(), v_alloc.metadata);
 
     FOR i IN 1 .. cardinality(v_path) LOOP
+        PERFORM hq_lock_budget(v_deadline);
         UPDATE quotas q SET used = q.used + p_requested
          WHERE q.id = v_path[i]
            AND hq_fits(q.used, p_requested,

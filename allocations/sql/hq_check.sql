@@ -1,7 +1,10 @@
--- Check: the allocate predicate, evaluated without writing.
+-- Check: the allocate predicate, evaluated without writing. An entity outside the
+-- key's scope (p_scope_type, p_scope_id; null for none) is answered as if it had no
+-- quota.
 CREATE OR REPLACE FUNCTION hq_check(
     p_entity_type text, p_entity_id text, p_resource text,
-    p_requested numeric, p_allow_burst boolean
+    p_requested numeric, p_allow_burst boolean,
+    p_scope_type text, p_scope_id text
 ) RETURNS json LANGUAGE plpgsql STABLE AS $$
 DECLARE
     v_path uuid[];
@@ -9,7 +12,7 @@ BEGIN
     SELECT path INTO v_path FROM quotas
      WHERE entity_type = p_entity_type AND entity_id = p_entity_id
        AND resource_type = p_resource;
-    IF NOT FOUND THEN
+    IF NOT FOUND OR NOT hq_in_scope(v_path, p_scope_type, p_scope_id) THEN
         RETURN json_build_object('outcome', 'no_quota');
     END IF;
     RETURN json_build_object(

@@ -13,6 +13,8 @@ from rest_framework import authentication, exceptions
 from quotas.models import KEY_PREFIX, ApiKey
 
 KEYWORD = "Api-Key"
+# What generated OpenAPI clients send; the same key either way.
+KEYWORDS = {"api-key", "bearer"}
 # hq_<prefix>_<secret>: the prefix is at most ApiKey.prefix's 16 characters, the
 # secret is URL-safe base64 (see ApiKey.generate).
 _KEY_SHAPE = re.compile(rf"{KEY_PREFIX}_[0-9A-Za-z]{{1,16}}_[0-9A-Za-z_-]{{1,256}}")
@@ -53,16 +55,18 @@ def _record_use(key: ApiKey, now) -> None:
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):
-    """``Authorization: Api-Key <key>``. The request's ``auth`` is the ``ApiKey``."""
+    """``Authorization: Api-Key <key>`` (or ``Bearer <key>``, as generated clients
+    send it). The request's ``auth`` is the ``ApiKey``."""
 
     def authenticate(self, request):
         header = request.META.get("HTTP_AUTHORIZATION", "")
         if not header:
             return None
         keyword, _, raw_key = header.partition(" ")
-        if keyword.lower() != KEYWORD.lower() or not raw_key.strip():
+        if keyword.lower() not in KEYWORDS or not raw_key.strip():
             raise exceptions.AuthenticationFailed(
-                f"Use the header 'Authorization: {KEYWORD} <key>'."
+                f"Use the header 'Authorization: {KEYWORD} <key>' "
+                "(or 'Authorization: Bearer <key>')."
             )
         key = self._cached_key_for(raw_key.strip())
         if key is None:
@@ -111,13 +115,26 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
 
 
 class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
+    """Two schemes for the one key, either of which will do (OR): ``Api-Key <key>``
+    and the bearer form that generated clients send."""
+
     target_class = "quotas.access.authentication.ApiKeyAuthentication"
-    name = "ApiKeyAuth"
+    name = ["ApiKeyAuth", "BearerAuth"]
+
+    def get_security_requirement(self, auto_schema):
+        return [{"ApiKeyAuth": []}, {"BearerAuth": []}]
 
     def get_security_definition(self, auto_schema):
-        return {
-            "type": "apiKey",
-            "in": "header",
-            "name": "Authorization",
-            "description": "Send `Authorization: Api-Key <key>`.",
-        }
+        return [
+            {
+                "type": "apiKey",
+                "in": "header",
+                "name": "Authorization",
+                "description": "Send `Authorization: Api-Key <key>`.",
+            },
+            {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "Or send the same key as `Authorization: Bearer <key>`.",
+            },
+        ]

@@ -7,44 +7,44 @@ it within ``API_KEY_CACHE_SECONDS``.
 """
 
 import logging
-from uuid import UUID
 
-from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.db.models.functions import Now
 
 from horizon_quota.errors import Conflict, InvalidInput, NotFound
 from quotas.access.authentication import forget_verified_key
+from quotas.access.scoping import Scope
 from quotas.audit import Actor
-from quotas.models import ApiKey, ApiKeyRole, Quota
+from quotas.models import ApiKey, ApiKeyRole
 
 
 def api_key_create(
     *,
     name: str,
     role: str,
-    scope_id: UUID | str | None = None,
+    scope: Scope | str | None = None,
     expires_at=None,
 ) -> tuple[ApiKey, str]:
-    """Create a key; return it with the raw secret, which is never stored."""
+    """Create a key; return it with the raw secret, which is never stored.
+
+    ``scope`` confines it to an entity: a ``Scope``, or text as ``Scope.parse``
+    reads it (``team:acme-research``, or a quota id meaning that quota's entity).
+    """
     if role not in ApiKeyRole.values:
         raise InvalidInput(
             f"Unknown role {role!r}; valid: {', '.join(ApiKeyRole.values)}."
         )
     if not name or not name.strip():
         raise InvalidInput("A key needs a name.")
-    scope = None
-    if scope_id is not None:
-        try:
-            scope = Quota.objects.get(id=scope_id)
-        except (Quota.DoesNotExist, ValidationError, ValueError):
-            raise InvalidInput(f"No quota {scope_id} to scope the key to.") from None
+    if isinstance(scope, str):
+        scope = Scope.parse(scope) if scope.strip() else None
     prefix, raw_key = ApiKey.generate()
     key = ApiKey.objects.create(
         name=name.strip(),
         role=role,
-        scope=scope,
+        scope_entity_type=scope.entity_type if scope else None,
+        scope_entity_id=scope.entity_id if scope else None,
         expires_at=expires_at,
         prefix=prefix,
         key_hash=ApiKey.hash_key(raw_key),

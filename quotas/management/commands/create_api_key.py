@@ -23,8 +23,9 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--scope",
-            metavar="QUOTA_ID",
-            help="Confine the key to this quota's subtree.",
+            metavar="organization:ID|team:ID|QUOTA_ID",
+            help="Confine the key to an organization's or a team's subtree, across "
+            "every resource type (a quota id means that quota's entity).",
         )
         parser.add_argument(
             "--expires-in",
@@ -46,13 +47,13 @@ class Command(BaseCommand):
             ) from None
         try:
             key, raw_key = api_key_create(
-                name=name, role=role, scope_id=scope, expires_at=expires_at
+                name=name, role=role, scope=scope, expires_at=expires_at
             )
         except ServiceError as exc:
             raise CommandError(exc.message) from None
         self.stdout.write(
             f"Created API key {key.name!r} (role {key.role}"
-            + (f", scope {key.scope_id}" if key.scope_id else "")
+            + (f", scope {key.scope}" if key.scope else "")
             + (
                 f", expires {key.expires_at:%Y-%m-%dT%H:%M:%SZ}"
                 if key.expires_at

@@ -44,7 +44,7 @@ class Command(BaseCommand):
                 key.prefix,
                 key.name,
                 key.role,
-                str(key.scope_id) if key.scope_id else "-",
+                str(key.scope) if key.scope else "-",
                 _time(key.created_at),
                 _time(key.expires_at),
                 _time(key.last_used_at),
