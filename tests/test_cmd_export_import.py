@@ -787,7 +787,7 @@ def test_lowering_a_limit_below_usage_is_refused(demo, tmp_path):
 
     message = _import_error(_write_document(tmp_path, document))
 
-    assert "users › alice › limit_value: the new effective limit (2000) is below " in (
+    assert "users › alice › limit_value: The new effective limit (2000) is below " in (
         message
     )
     assert "current usage (2500)" in message
@@ -983,19 +983,19 @@ INVALID_FILES = {
         _small("limit_value: '30'", "limit_value: '70'"),
         "line 12, quotas › gpu_hours › organizations › acme › teams › research › "
         "users › alice › limit_value: limit_value (70) exceeds the parent's "
-        "limit_value (60, line 8).",
+        "limit_value (60). The parent is at line 8.",
     ),
     "children above the parent's effective limit": (
         SMALL + "          platform:\n            limit_value: '50'\n",
-        "line 5, quotas › gpu_hours › organizations › acme: its children's limits "
-        "sum to 110, above its effective limit (100).",
+        "line 5, quotas › gpu_hours › organizations › acme: The children's limits "
+        "sum to 110, above the parent's effective limit (100).",
     ),
     "children above the parent's overcommitted limit": (
         _small("'100'", "'100'\n        overcommit_ratio: '1.5'")
         + "          platform:\n            limit_value: '50'\n"
         + "          ops:\n            limit_value: '50'\n",
-        "its children's limits sum to 160, above its effective limit "
-        "(150 = 100 × 1.5).",
+        "line 5, quotas › gpu_hours › organizations › acme: The children's limits "
+        "sum to 160, above the parent's effective limit (150).",
     ),
     "soft limit above the limit": (
         _small("'60'", "'60'\n            soft_limit: '61'"),
@@ -1356,7 +1356,7 @@ def test_an_import_waits_for_an_allocation_instead_of_deadlocking_with_it():
 @pytest.mark.django_db(transaction=True)
 def test_without_its_upfront_lock_the_import_would_deadlock(monkeypatch):
     # The broken variant: each service locks on its own, root first for raises.
-    monkeypatch.setattr(importing, "lock_quotas", lambda quota_ids: {})
+    monkeypatch.setattr(importing.apply, "lock_quotas", lambda quota_ids: {})
 
     result, outcome = _import_while_an_allocation_holds_the_team()
 
