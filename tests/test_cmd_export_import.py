@@ -18,6 +18,7 @@ from django.db import DatabaseError, connection, transaction
 
 from allocations.services import allocation_create
 from quotas import importing
+from quotas.access.keys import api_key_create
 from quotas.demo import seed_demo
 from quotas.importing import (
     ImportFailed,
@@ -25,7 +26,7 @@ from quotas.importing import (
     hierarchy_import_plan,
     hierarchy_render,
 )
-from quotas.models import ApiKey, EntityType, Quota, QuotaChange
+from quotas.models import EntityType, Quota, QuotaChange
 from quotas.services import quota_create, quota_update
 
 pytestmark = pytest.mark.django_db
@@ -880,24 +881,28 @@ def test_a_quota_changed_by_someone_else_while_importing_fails_the_import(demo):
     assert _table() == table
 
 
-def test_deleting_a_quota_warns_about_the_api_keys_scoped_to_it(demo, tmp_path):
-    # Built directly: which keys the service lets one scope is not the point here.
-    prefix, raw_key = ApiKey.generate()
-    ApiKey.objects.create(
-        name="bob's scheduler",
-        role="scheduler",
-        scope=_quota("bob"),
-        prefix=prefix,
-        key_hash=ApiKey.hash_key(raw_key),
-    )
+def test_deleting_an_entitys_last_quota_warns_about_the_keys_scoped_to_it(
+    demo, tmp_path
+):
+    api_key_create(name="bob's scheduler", role="scheduler", scope="user:bob")
+    api_key_create(name="research", role="viewer", scope="team:acme-research")
     document = _demo_document()
-    del _team(document, "acme-research")["users"]["bob"]
+    for resource_type in document["quotas"]:
+        del _team(document, "acme-research", resource_type)["users"]["bob"]
+    only_gpus = _demo_document()
+    del _team(only_gpus, "acme-research")["users"]["bob"]
 
     output = _import(_write_document(tmp_path, document), "--dry-run")
+    partly = _import(_write_document(tmp_path, only_gpus), "--dry-run")
 
+    # Keys are scoped to entities: the team keeps its quotas, bob loses all his;
+    # losing one resource type of several leaves the key something to reach.
+    assert "warning" not in partly
     assert output.splitlines()[0] == (
-        "warning: deleting gpu_hours user bob also deletes the 1 API key scoped to it."
+        "warning: user bob is left without quotas: the 1 API key scoped to it will "
+        "reach nothing."
     )
+    assert "acme-research is left" not in output
 
 
 def test_planning_reads_the_database_in_a_bounded_number_of_queries(

@@ -183,19 +183,29 @@ def _plan_operations(plan: ImportPlan) -> None:
     plan.operations = _order_operations(
         deletes=deletes, updates=updates, creates=creates
     )
-    scoped = ApiKey.objects.filter(
-        scope_id__in=[op.quota_id for op in deletes]
-    ).values_list("scope_id", flat=True)
-    keys_by_quota: dict[UUID, int] = defaultdict(int)
-    for scope_id in scoped:
-        keys_by_quota[scope_id] += 1
-    for operation in deletes:
-        if keys_by_quota.get(operation.quota_id):
-            count = keys_by_quota[operation.quota_id]
-            plan.warnings.append(
-                f"deleting {operation.key} also deletes the {count} API "
-                f"key{'s' * (count != 1)} scoped to it."
-            )
+    _warn_about_scoped_keys(plan, deletes)
+
+
+def _warn_about_scoped_keys(plan: ImportPlan, deletes: list[Operation]) -> None:
+    """API keys are scoped to entities, not quotas: deleting quotas never deletes a
+    key, but a key whose entity is left without any quota reaches nothing."""
+    kept = {(key.entity_type, key.entity_id) for key in plan.targets}
+    emptied = {(op.key.entity_type, op.key.entity_id) for op in deletes} - kept
+    if not emptied:
+        return
+    keys_by_entity: dict[tuple[str, str], int] = defaultdict(int)
+    for scope in ApiKey.objects.filter(
+        scope_entity_type__in={entity_type for entity_type, _ in emptied},
+        scope_entity_id__in={entity_id for _, entity_id in emptied},
+        revoked_at__isnull=True,
+    ).values_list("scope_entity_type", "scope_entity_id"):
+        if scope in emptied:
+            keys_by_entity[scope] += 1
+    for (entity_type, entity_id), count in sorted(keys_by_entity.items()):
+        plan.warnings.append(
+            f"{entity_type} {entity_id} is left without quotas: the {count} API "
+            f"key{'s' * (count != 1)} scoped to it will reach nothing."
+        )
 
 
 def _place(parent: QuotaKey | None) -> str:
