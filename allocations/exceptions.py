@@ -1,8 +1,8 @@
 """Domain errors of the allocation engine (plain Python; see horizon_quota/errors)."""
 
-from horizon_quota.errors import Conflict, NotFound, ServiceError
+from horizon_quota.errors import Conflict, InvalidInput, NotFound, ServiceError
 
-__all__ = ["AlreadyReleased", "Conflict", "NotFound", "QuotaExceeded"]
+__all__ = ["AlreadyReleased", "Conflict", "InvalidInput", "NotFound", "QuotaExceeded"]
 
 
 class QuotaExceeded(ServiceError):

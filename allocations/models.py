@@ -1,4 +1,5 @@
 import uuid
+from decimal import Decimal
 
 from django.db import models
 from django.db.models import F, Q
@@ -14,8 +15,8 @@ class AllocationStatus(models.TextChoices):
 
 
 class Allocation(models.Model):
-    """A job's hold on quota. Written only by the functions in
-    ``allocations/sql.py`` (through ``allocations.services``)."""
+    """A job's hold on quota. Written only by the engine's functions in
+    ``allocations/sql/`` (through ``allocations.services``)."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     # No database-level foreign key: released allocations outlive their quota
@@ -43,6 +44,16 @@ class Allocation(models.Model):
     is_burst = models.BooleanField(default=False)
     version = models.PositiveIntegerField(default=1)
     metadata = models.JSONField(default=dict, blank=True)
+    # Budgets (DESIGN §3a): what the job reported it consumed so far (cumulative),
+    # its optional rate (units per hour) and when it started by the budget clock
+    # (the charge of a settle without a report is rate × hours held).
+    consumed_value = models.DecimalField(
+        max_digits=AMOUNT_DIGITS, decimal_places=AMOUNT_PLACES, default=Decimal("0")
+    )
+    rate = models.DecimalField(
+        max_digits=AMOUNT_DIGITS, decimal_places=AMOUNT_PLACES, null=True, blank=True
+    )
+    budget_started_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         db_table = "allocations"
@@ -55,6 +66,11 @@ class Allocation(models.Model):
             ),
             models.CheckConstraint(
                 condition=Q(allocated_value__gt=0), name="allocations_value_positive"
+            ),
+            models.CheckConstraint(
+                condition=Q(consumed_value__gte=0)
+                & (Q(rate__isnull=True) | Q(rate__gt=0)),
+                name="allocations_budget_values_valid",
             ),
             models.CheckConstraint(
                 condition=Q(status__in=AllocationStatus.values),
@@ -100,6 +116,7 @@ class HistoryOperation(models.TextChoices):
     ALLOCATE = "allocate", "allocate"
     RELEASE = "release", "release"
     EXPIRE = "expire", "expire"
+    CONSUME = "consume", "consume"
 
 
 class UsageHistory(models.Model):
@@ -130,6 +147,12 @@ class UsageHistory(models.Model):
         max_digits=AMOUNT_DIGITS, decimal_places=AMOUNT_PLACES
     )
     operation = models.CharField(max_length=10, choices=HistoryOperation.choices)
+    # What this operation charged to the budget (consume, release and expire of a
+    # time-based allocation); 0 otherwise. Every period's consumption can be
+    # rebuilt from these alone.
+    consumed_delta = models.DecimalField(
+        max_digits=AMOUNT_DIGITS, decimal_places=AMOUNT_PLACES, default=Decimal("0")
+    )
     job_id = models.UUIDField(null=True)
     timestamp = models.DateTimeField(db_default=Now(), editable=False)
     metadata = models.JSONField(default=dict, blank=True)
@@ -178,6 +201,20 @@ class UsageRepair(models.Model):
     stored = models.DecimalField(max_digits=USED_DIGITS, decimal_places=AMOUNT_PLACES)
     actual = models.DecimalField(max_digits=USED_DIGITS, decimal_places=AMOUNT_PLACES)
     delta = models.DecimalField(max_digits=USED_DIGITS, decimal_places=AMOUNT_PLACES)
+    # The two forms of P2 (DESIGN §4): what was held and consumed, as stored and as
+    # recomputed; `used` is their sum.
+    stored_reserved = models.DecimalField(
+        max_digits=USED_DIGITS, decimal_places=AMOUNT_PLACES, default=Decimal("0")
+    )
+    actual_reserved = models.DecimalField(
+        max_digits=USED_DIGITS, decimal_places=AMOUNT_PLACES, default=Decimal("0")
+    )
+    stored_consumed = models.DecimalField(
+        max_digits=USED_DIGITS, decimal_places=AMOUNT_PLACES, default=Decimal("0")
+    )
+    actual_consumed = models.DecimalField(
+        max_digits=USED_DIGITS, decimal_places=AMOUNT_PLACES, default=Decimal("0")
+    )
     repaired_at = models.DateTimeField(db_default=Now(), editable=False)
 
     class Meta:

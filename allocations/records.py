@@ -33,6 +33,8 @@ class AllocationRecord:
     is_burst: bool
     version: int
     metadata: dict[str, Any]
+    consumed_value: Decimal = Decimal(0)
+    rate: Decimal | None = None
 
     @classmethod
     def from_engine(cls, raw: dict[str, Any]) -> "AllocationRecord":
@@ -52,6 +54,8 @@ class AllocationRecord:
             is_burst=raw["is_burst"],
             version=raw["version"],
             metadata=raw["metadata"],
+            consumed_value=Decimal(raw["consumed_value"]),
+            rate=None if raw["rate"] is None else Decimal(raw["rate"]),
         )
 
     @classmethod
@@ -72,6 +76,8 @@ class AllocationRecord:
             is_burst=allocation.is_burst,
             version=allocation.version,
             metadata=allocation.metadata,
+            consumed_value=allocation.consumed_value,
+            rate=allocation.rate,
         )
 
 
@@ -105,4 +111,6 @@ def render_allocation(record: AllocationRecord) -> dict[str, Any]:
         "is_burst": record.is_burst,
         "version": record.version,
         "metadata": record.metadata,
+        "consumed_value": normalize_amount(record.consumed_value),
+        "rate": None if record.rate is None else normalize_amount(record.rate),
     }

@@ -44,16 +44,38 @@ def history_list(
     return by_quota_in_scope(UsageHistory.objects.filter(quota_id=quota_id), scope)
 
 
-USAGE_DRIFT_SQL = """
-WITH RECURSIVE closure (ancestor, descendant) AS (
-    SELECT id, id FROM quotas
+# Quotas deleted since: their rows are gone, but their history stays and their
+# consumption was charged to their ancestors' periods, so they still belong to their
+# ancestors' subtrees. Their parent comes from the audit trail (the delete entry's
+# old parent_id). A quota deleted without an audit entry is not known here.
+GONE_SQL = """
+gone (id, parent_id) AS MATERIALIZED (
+    SELECT c.quota_id, (c.changes -> 'parent_id' ->> 0)::uuid
+      FROM quota_changes c
+     WHERE c.action = 'delete'
+       AND NOT EXISTS (SELECT 1 FROM quotas q WHERE q.id = c.quota_id)
+)"""
+
+# P2 and P2 for budgets (DESIGN §4), for every quota or one subtree: ``reserved``
+# is the sum of what the subtree's active allocations have not consumed;
+# ``consumed`` is the sum of the subtree's history since the quota's period start
+# (time-based resources only: a concurrent resource consumes nothing).
+USAGE_DRIFT_SQL = f"""
+WITH RECURSIVE {GONE_SQL},
+edges (id, parent_id) AS (
+    SELECT id, parent_id FROM quotas
     UNION ALL
-    SELECT q.parent_id, c.descendant
-      FROM closure c JOIN quotas q ON q.id = c.ancestor
-     WHERE q.parent_id IS NOT NULL
+    SELECT id, parent_id FROM gone
 ),
-own AS (
-    SELECT quota_id, sum(allocated_value) AS total
+closure (ancestor, descendant) AS (
+    SELECT id, id FROM edges
+    UNION ALL
+    SELECT e.parent_id, c.descendant
+      FROM closure c JOIN edges e ON e.id = c.ancestor
+     WHERE e.parent_id IS NOT NULL
+),
+held AS (
+    SELECT quota_id, sum(greatest(0, allocated_value - consumed_value)) AS total
       FROM allocations WHERE status = 'active' GROUP BY quota_id
 ),
 scope (id) AS (
@@ -62,14 +84,26 @@ scope (id) AS (
     SELECT q.id FROM quotas q JOIN scope s ON q.parent_id = s.id
      WHERE %(root)s::uuid IS NOT NULL
 ),
-actual AS (
-    SELECT c.ancestor AS quota_id, coalesce(sum(own.total), 0) AS total
-      FROM closure c LEFT JOIN own ON own.quota_id = c.descendant
+reserved AS (
+    SELECT c.ancestor AS quota_id, coalesce(sum(held.total), 0) AS total
+      FROM closure c LEFT JOIN held ON held.quota_id = c.descendant
      GROUP BY c.ancestor
+),
+consumed AS (
+    SELECT q.id AS quota_id, sum(h.consumed_delta) AS total
+      FROM quotas q
+      JOIN resource_types rt ON rt.slug = q.resource_type AND rt.kind = 'time_based'
+      JOIN closure c ON c.ancestor = q.id
+      JOIN usage_history h ON h.quota_id = c.descendant
+                          AND h.timestamp >= coalesce(q.period_start, '-infinity')
+     GROUP BY q.id
 )
-SELECT q.id, q.entity_type, q.entity_id, q.resource_type, q.used, actual.total
-  FROM quotas q JOIN actual ON actual.quota_id = q.id
- WHERE q.used <> actual.total
+SELECT q.id, q.entity_type, q.entity_id, q.resource_type,
+       q.reserved, reserved.total, q.consumed, coalesce(consumed.total, 0)
+  FROM quotas q
+  JOIN reserved ON reserved.quota_id = q.id
+  LEFT JOIN consumed ON consumed.quota_id = q.id
+ WHERE (q.reserved <> reserved.total OR q.consumed <> coalesce(consumed.total, 0))
    AND q.id IN (SELECT id FROM scope)
  ORDER BY q.depth, q.entity_type, q.entity_id
 """
@@ -82,23 +116,41 @@ SELECT a.id, a.entity_type, a.entity_id, a.resource_type, a.allocated_value
 
 
 def usage_drift(*, root_id: UUID | None = None) -> list[dict]:
-    """Every quota whose stored ``used`` differs from the sum of the active
-    allocations in its subtree (promise P2), optionally within one subtree."""
+    """Every quota whose stored ``reserved`` or ``consumed`` differs from what its
+    subtree's allocations and history say (P2, both forms), optionally within one
+    subtree. ``stored``, ``actual`` and ``delta`` are of ``used`` (their sum)."""
     with connection.cursor() as cursor:
         cursor.execute(USAGE_DRIFT_SQL, {"root": root_id})
         rows = cursor.fetchall()
     return [
-        {
-            "quota_id": quota_id,
-            "entity_type": entity_type,
-            "entity_id": entity_id,
-            "resource_type": resource_type,
-            "stored": stored,
-            "actual": actual,
-            "delta": stored - actual,
-        }
-        for quota_id, entity_type, entity_id, resource_type, stored, actual in rows
+        drift_row(
+            quota_id=quota_id,
+            entity_type=entity_type,
+            entity_id=entity_id,
+            resource_type=resource_type,
+            stored_reserved=stored_reserved,
+            actual_reserved=actual_reserved,
+            stored_consumed=stored_consumed,
+            actual_consumed=actual_consumed,
+        )
+        for (
+            quota_id,
+            entity_type,
+            entity_id,
+            resource_type,
+            stored_reserved,
+            actual_reserved,
+            stored_consumed,
+            actual_consumed,
+        ) in rows
     ]
+
+
+def drift_row(**values) -> dict:
+    """One drift: the quota, both forms stored and actual, and ``used``."""
+    stored = values["stored_reserved"] + values["stored_consumed"]
+    actual = values["actual_reserved"] + values["actual_consumed"]
+    return {**values, "stored": stored, "actual": actual, "delta": stored - actual}
 
 
 def orphan_allocations() -> list[tuple]:

@@ -27,6 +27,8 @@ _ALLOCATION_EXAMPLE = {
     "is_burst": False,
     "version": 1,
     "metadata": {"queue": "a100"},
+    "consumed_value": 0,
+    "rate": 8,
 }
 _LEVELS_EXAMPLE = [
     {
@@ -137,6 +139,15 @@ class AllocationSerializer(serializers.Serializer):
     is_burst = serializers.BooleanField()
     version = serializers.IntegerField()
     metadata = serializers.JSONField()
+    consumed_value = AmountField(
+        help_text="What the job reported it consumed so far (time-based resources; "
+        "0 otherwise)."
+    )
+    rate = AmountField(
+        allow_null=True,
+        help_text="Units per hour (time-based resources), used to charge a settle "
+        "without a reported value.",
+    )
 
 
 @extend_schema_serializer(
@@ -216,6 +227,15 @@ class AllocationCreateSerializer(_RequestBase):
         max_value=TTL_MAX_SECONDS,
         help_text="Lease length; the allocation expires unless renewed.",
     )
+    rate = AmountField(
+        positive=True,
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Time-based resources only: units per hour (8 for eight GPUs on "
+        "gpu_hours). A release without a reported value then charges rate × hours "
+        "held instead of the whole reservation.",
+    )
 
 
 @extend_schema_serializer(
@@ -280,6 +300,36 @@ class RenewSerializer(serializers.Serializer):
     ttl_seconds = serializers.IntegerField(min_value=1, max_value=TTL_MAX_SECONDS)
 
 
+@extend_schema_serializer(
+    examples=[
+        OpenApiExample(
+            "The job has used 12.5 GPU-hours so far",
+            value={"consumed_value": 12.5},
+            request_only=True,
+        )
+    ]
+)
+class ConsumeSerializer(serializers.Serializer):
+    """A running job's consumption so far (cumulative, never below the last
+    report)."""
+
+    consumed_value = AmountField(
+        help_text="Cumulative: what the job has consumed since it started."
+    )
+
+
+class ReleaseSerializer(serializers.Serializer):
+    """Optional final consumption of a time-based allocation being released."""
+
+    consumed_value = AmountField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Time-based resources only: what the job consumed in all. Without "
+        "it the release charges rate × hours held, or else the whole reservation.",
+    )
+
+
 class HistorySerializer(serializers.Serializer):
     id = serializers.UUIDField()
     quota_id = serializers.UUIDField()
@@ -289,6 +339,10 @@ class HistorySerializer(serializers.Serializer):
     resource_type = serializers.CharField()
     allocated_value = AmountField()
     operation = serializers.ChoiceField(choices=HistoryOperation.values)
+    consumed_delta = AmountField(
+        help_text="What this operation charged to the budget (consume, and the "
+        "release or expiry of a time-based allocation); 0 otherwise."
+    )
     job_id = serializers.UUIDField(allow_null=True)
     timestamp = serializers.DateTimeField()
     metadata = serializers.JSONField()

@@ -17,6 +17,11 @@ urlpatterns = [
         name="allocation-detail",
     ),
     path(
+        "allocations/<uuid:allocation_id>/consume",
+        views.AllocationConsumeView.as_view(),
+        name="allocation-consume",
+    ),
+    path(
         "allocations/<uuid:allocation_id>/renew",
         views.AllocationRenewView.as_view(),
         name="allocation-renew",

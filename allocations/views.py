@@ -12,7 +12,9 @@ from allocations.serializers import (
     AllocationGrantSerializer,
     AllocationSerializer,
     CheckResultSerializer,
+    ConsumeSerializer,
     HistorySerializer,
+    ReleaseSerializer,
     RenewSerializer,
 )
 from horizon_quota.amounts import normalize_amount
@@ -146,6 +148,20 @@ class AllocationDetailView(generics.GenericAPIView):
     @extend_schema(
         tags=["allocations"],
         summary="Release an allocation (returns its amount to every level, once)",
+        description="Returns the amount to every level of the path, once. A "
+        "time-based allocation is settled: `consumed_value` (query parameter or "
+        "JSON body) is the job's final consumption; without it the release charges "
+        "rate × hours held when the allocation has a rate, else the whole "
+        "reservation. `consumed_value` on a concurrent resource is a 400.",
+        parameters=[
+            OpenApiParameter(
+                "consumed_value",
+                str,
+                required=False,
+                description="Final cumulative consumption (time-based resources).",
+            )
+        ],
+        request=ReleaseSerializer,
         responses={
             200: AllocationSerializer,
             **error_responses(
@@ -161,8 +177,16 @@ class AllocationDetailView(generics.GenericAPIView):
         },
     )
     def delete(self, request, allocation_id):
+        # A time-based allocation's final consumption: in the query or the body.
+        sent = dict(request.data) if isinstance(request.data, dict) else {}
+        if "consumed_value" in request.query_params:
+            sent["consumed_value"] = request.query_params["consumed_value"]
+        serializer = ReleaseSerializer(data=sent)
+        serializer.is_valid(raise_exception=True)
         allocation = services.allocation_release(
-            allocation_id=allocation_id, scope=_scope(request)
+            allocation_id=allocation_id,
+            consumed_value=serializer.validated_data["consumed_value"],
+            scope=_scope(request),
         )
         return Response(render_allocation(allocation))
 
@@ -194,6 +218,45 @@ class AllocationRenewView(generics.GenericAPIView):
         serializer = RenewSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         allocation = services.allocation_renew(
+            allocation_id=allocation_id,
+            **serializer.validated_data,
+            scope=_scope(request),
+        )
+        return Response(render_allocation(allocation))
+
+
+class AllocationConsumeView(generics.GenericAPIView):
+    serializer_class = ConsumeSerializer
+    write_roles = SCHEDULER_ROLES
+
+    @extend_schema(
+        tags=["allocations"],
+        summary="Report a running job's consumption so far (time-based resources)",
+        description="`consumed_value` is cumulative. The increment since the last "
+        "report is charged now to every level of the path, each in its current "
+        "period; it is never refused (an overrun is charged all the same). The same "
+        "value again changes nothing; a lower one is a 400, as is any report on a "
+        "concurrent resource.",
+        request=ConsumeSerializer,
+        responses={
+            200: AllocationSerializer,
+            **error_responses(
+                400,
+                401,
+                403,
+                404,
+                409,
+                415,
+                kind_409="already_released",
+                message_409="Allocation 9b2f5d0e-6f4a-4a8e-9c41-2d8e7f1a3b5c is "
+                "already released.",
+            ),
+        },
+    )
+    def post(self, request, allocation_id):
+        serializer = ConsumeSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        allocation = services.allocation_consume(
             allocation_id=allocation_id,
             **serializer.validated_data,
             scope=_scope(request),

@@ -1,6 +1,7 @@
 """Django settings for horizon-quota, read from the environment (see README)."""
 
 import ipaddress
+import zoneinfo
 from datetime import timedelta
 from pathlib import Path
 
@@ -206,6 +207,20 @@ API_WRITE_RATE = env_rate("API_WRITE_RATE", "6000/min")
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("API_MAX_BODY_BYTES", 1024 * 1024, minimum=1)
 # JSON nested deeper than this answers 400 invalid_input (checked before parsing).
 API_MAX_JSON_DEPTH = env_int("API_MAX_JSON_DEPTH", 32, minimum=1)
+
+# --- Budgets (DESIGN §3a) ----------------------------------------------------------
+# Calendar periods of budgets are days, weeks, months, quarters and years of this
+# time zone (an IANA name).
+BUDGET_TIMEZONE = env_str("BUDGET_TIMEZONE", "UTC")
+try:
+    zoneinfo.ZoneInfo(BUDGET_TIMEZONE)
+except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+    raise ImproperlyConfigured(
+        f"BUDGET_TIMEZONE: not a time zone name: {BUDGET_TIMEZONE!r}"
+    ) from None
+# Whether `manage.py budget_clock` may move the budget clock (tests and rehearsals
+# only, never production).
+BUDGET_CLOCK_ADJUSTABLE = env_bool("BUDGET_CLOCK_ADJUSTABLE", False)
 
 # --- Logging --------------------------------------------------------------------
 LOG_LEVEL = env_choice(

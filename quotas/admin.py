@@ -20,6 +20,8 @@ QUOTA_FORM_FIELDS = [
     "soft_limit",
     "burst_limit",
     "overcommit_ratio",
+    "period",
+    "carryover_limit",
 ]
 
 
@@ -91,6 +93,8 @@ class QuotaAdminForm(forms.ModelForm):
                     soft_limit=cleaned.get("soft_limit"),
                     burst_limit=cleaned.get("burst_limit"),
                     overcommit_ratio=cleaned.get("overcommit_ratio") or 1,
+                    period=cleaned.get("period") or "none",
+                    carryover_limit=cleaned.get("carryover_limit") or 0,
                     **audit,
                 )
             else:
@@ -125,6 +129,7 @@ class QuotaAdmin(admin.ModelAdmin):
         "overcommit_ratio",
         "effective_limit_display",
         "available_display",
+        "budget_display",
         "parent_display",
     ]
     list_filter = [
@@ -138,7 +143,19 @@ class QuotaAdmin(admin.ModelAdmin):
     list_select_related = False
     search_fields = ["entity_id", "=id"]
     autocomplete_fields = ["parent"]
-    readonly_fields = ["id", "used", "version", "depth", "created_at", "updated_at"]
+    readonly_fields = [
+        "id",
+        "used",
+        "reserved",
+        "consumed",
+        "carried_over",
+        "period_start",
+        "period_end",
+        "version",
+        "depth",
+        "created_at",
+        "updated_at",
+    ]
     # Served by quotas_tree_idx (migration 0005), so a page of the tree is an index
     # range, not a sort of the table.
     ordering = admin_console.TREE_ORDERING
@@ -202,6 +219,20 @@ class QuotaAdmin(admin.ModelAdmin):
     def parent_display(self, quota):
         parent = quota.parent
         return parent and f"{parent.entity_type}:{parent.entity_id}"
+
+    @admin.display(description="budget", empty_value="—")
+    def budget_display(self, quota):
+        if quota.period == "none" and not quota.consumed:
+            return None
+        return (
+            f"{quota.period}: consumed {normalize_amount(quota.consumed)}, "
+            f"reserved {normalize_amount(quota.reserved)}"
+            + (
+                f", carried over {normalize_amount(quota.carried_over)}"
+                if quota.carried_over
+                else ""
+            )
+        )
 
     @admin.display(description="effective limit")
     def effective_limit_display(self, quota):

@@ -30,7 +30,7 @@ from django.utils.http import urlencode
 
 from horizon_quota.amounts import amount_text
 from quotas import rules
-from quotas.models import Quota, QuotaChange
+from quotas.models import ClosedPeriod, Quota, QuotaChange
 
 # Rows per panel on the change page.
 PANEL_ROWS = 10
@@ -89,7 +89,9 @@ def usage_bar(quota: Quota):
     """Used against the effective limit, with the soft and hard (limit_value) marks.
 
     The bar spans the effective limit, or the usage when that is larger (a limit
-    lowered with force, or burst), so the marks stay where they belong.
+    lowered with force, or burst), so the marks stay where they belong. A budget's
+    bar shows what it consumed this period (dark) apart from what it holds in
+    reserve (the rest of the fill).
     """
     effective = quota.effective_limit
     scale = max(effective, quota.used, quota.limit_value)
@@ -107,10 +109,22 @@ def usage_bar(quota: Quota):
         else ""
     )
     percent = f"{quota.utilization_percent.normalize():f}"
+    title = f"{STATE_LABELS[state]}: {percent}% of the effective limit"
+    consumed_fill = ""
+    if quota.consumed:
+        consumed_fill = format_html(
+            '<span class="hq-usage__fill hq-usage__fill--consumed" '
+            'style="width: {}"></span>',
+            _percent(quota.consumed, scale),
+        )
+        title += (
+            f"; consumed {_amount(quota.consumed)}, reserved {_amount(quota.reserved)}"
+        )
     return format_html(
         '<div class="hq-usage hq-usage--{state}" title="{title}">'
         '<div class="hq-usage__track">'
         '<span class="hq-usage__fill" style="width: {fill}"></span>'
+        "{consumed_fill}"
         "{soft_mark}"
         '<span class="hq-usage__mark hq-usage__mark--hard" style="left: {hard}" '
         'title="hard limit {limit}"></span>'
@@ -118,8 +132,9 @@ def usage_bar(quota: Quota):
         '<span class="hq-usage__label">{used} / {effective} ({percent}%)</span>'
         "</div>",
         state=state,
-        title=f"{STATE_LABELS[state]}: {percent}% of the effective limit",
+        title=title,
         fill=_percent(quota.used, scale),
+        consumed_fill=consumed_fill,
         soft_mark=soft_mark,
         hard=_percent(quota.limit_value, scale),
         limit=_amount(quota.limit_value),
@@ -246,7 +261,11 @@ def quota_panels(quota: Quota) -> dict:
     children, more_children = bounded(
         Quota.objects.filter(parent_id=quota.id).order_by("entity_id", "id")
     )
+    closed, more_closed = bounded(
+        ClosedPeriod.objects.filter(quota_id=quota.id).order_by("-period_start")
+    )
     panels = {
+        "budget": _budget_panel(quota, closed, more_closed),
         "usage_bar": usage_bar(quota),
         "state": STATE_LABELS[rules.quota_usage_state(quota)],
         "ancestors": [_quota_row(ancestor) for ancestor in ancestors],
@@ -259,6 +278,33 @@ def quota_panels(quota: Quota) -> dict:
     for provider in PANEL_PROVIDERS:
         panels.update(provider(quota))
     return panels
+
+
+def _budget_panel(quota: Quota, closed: list, more: bool) -> dict | None:
+    """A budget's period, its books and its closed periods (time-based only)."""
+    if quota.period == "none" and not quota.consumed and not closed:
+        return None
+    return {
+        "period": quota.get_period_display(),
+        "period_start": quota.period_start,
+        "period_end": quota.period_end,
+        "reserved": _amount(quota.reserved),
+        "consumed": _amount(quota.consumed),
+        "carried_over": _amount(quota.carried_over),
+        "carryover_limit": _amount(quota.carryover_limit),
+        "closed": [
+            {
+                "start": period.period_start,
+                "end": period.period_end,
+                "limit": _amount(period.limit_value),
+                "carried_over": _amount(period.carried_over),
+                "consumed": _amount(period.consumed),
+                "carried_forward": _amount(period.carried_forward),
+            }
+            for period in closed
+        ],
+        "more_closed": more,
+    }
 
 
 def _quota_row(quota: Quota) -> dict:

@@ -14,7 +14,14 @@ from horizon_quota.amounts import amount_text
 from horizon_quota.errors import InvalidInput
 from quotas.models import REASON_MAX_LENGTH, ActorType, ApiKey, Quota, QuotaChange
 
-UPDATABLE_FIELDS = ("limit_value", "soft_limit", "burst_limit", "overcommit_ratio")
+UPDATABLE_FIELDS = (
+    "limit_value",
+    "soft_limit",
+    "burst_limit",
+    "overcommit_ratio",
+    "period",
+    "carryover_limit",
+)
 IMMUTABLE_FIELDS = ("entity_type", "entity_id", "resource_type", "parent_id")
 # The fields a create or delete records, in this order.
 AUDITED_FIELDS = (*IMMUTABLE_FIELDS, *UPDATABLE_FIELDS)

@@ -1,6 +1,7 @@
 import hashlib
 import secrets
 import uuid
+from datetime import timedelta
 from decimal import Decimal
 
 from django.contrib.postgres.fields import ArrayField
@@ -59,6 +60,18 @@ class EntityType(models.TextChoices):
     USER = "user", "user"
 
 
+class BudgetPeriod(models.TextChoices):
+    """How often a budget (a quota on a time-based resource) starts afresh: calendar
+    periods in BUDGET_TIMEZONE; ``none`` is a lifetime budget (DESIGN §3a)."""
+
+    NONE = "none", "none (lifetime)"
+    DAY = "day", "day"
+    WEEK = "week", "week (ISO, from Monday)"
+    MONTH = "month", "month"
+    QUARTER = "quarter", "quarter"
+    YEAR = "year", "year"
+
+
 class Quota(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     entity_type = models.CharField(max_length=12, choices=EntityType.choices)
@@ -96,10 +109,47 @@ class Quota(models.Model):
     overcommit_ratio = models.DecimalField(
         max_digits=5, decimal_places=2, default=Decimal("1.00")
     )
-    used = models.DecimalField(
+    # Budgets (DESIGN §3a). `period` and `carryover_limit` are set by admins (on
+    # time-based resources only); the rest is kept by the engine. A period's
+    # bounds are null for `none`.
+    period = models.CharField(
+        max_length=8, choices=BudgetPeriod.choices, default=BudgetPeriod.NONE
+    )
+    carryover_limit = models.DecimalField(
+        max_digits=AMOUNT_DIGITS, decimal_places=AMOUNT_PLACES, default=Decimal("0")
+    )
+    period_start = models.DateTimeField(null=True, blank=True, editable=False)
+    period_end = models.DateTimeField(null=True, blank=True, editable=False)
+    # What the subtree's active allocations hold and have not yet consumed, and
+    # what it consumed in the current period. A concurrent resource never
+    # consumes: everything it holds is reserved.
+    reserved = models.DecimalField(
         max_digits=USED_DIGITS,
         decimal_places=AMOUNT_PLACES,
         default=Decimal("0"),
+        editable=False,
+    )
+    consumed = models.DecimalField(
+        max_digits=USED_DIGITS,
+        decimal_places=AMOUNT_PLACES,
+        default=Decimal("0"),
+        editable=False,
+    )
+    # Unused budget brought into this period (≤ carryover_limit); it adds to the
+    # limits of the period: effective = (limit_value + carried_over) × ratio.
+    carried_over = models.DecimalField(
+        max_digits=AMOUNT_DIGITS,
+        decimal_places=AMOUNT_PLACES,
+        default=Decimal("0"),
+        editable=False,
+    )
+    # used = reserved + consumed, kept by PostgreSQL itself.
+    used = models.GeneratedField(
+        expression=F("reserved") + F("consumed"),
+        output_field=models.DecimalField(
+            max_digits=USED_DIGITS, decimal_places=AMOUNT_PLACES
+        ),
+        db_persist=True,
         editable=False,
     )
     version = models.PositiveIntegerField(default=1, editable=False)
@@ -140,7 +190,26 @@ class Quota(models.Model):
                 name="quotas_overcommit_ratio_range",
             ),
             models.CheckConstraint(
-                condition=Q(used__gte=0), name="quotas_used_not_negative"
+                condition=Q(reserved__gte=0, consumed__gte=0, carried_over__gte=0),
+                name="quotas_budget_amounts_not_negative",
+            ),
+            models.CheckConstraint(
+                condition=Q(carryover_limit__gte=0)
+                & Q(carryover_limit__lte=F("limit_value")),
+                name="quotas_carryover_within_limit",
+            ),
+            models.CheckConstraint(
+                condition=Q(period__in=BudgetPeriod.values),
+                name="quotas_period_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(
+                    period=BudgetPeriod.NONE,
+                    period_start__isnull=True,
+                    period_end__isnull=True,
+                )
+                | (~Q(period=BudgetPeriod.NONE) & Q(period_end__gt=F("period_start"))),
+                name="quotas_period_bounds_match_period",
             ),
             models.CheckConstraint(
                 condition=Q(parent__isnull=True, depth=0)
@@ -154,6 +223,12 @@ class Quota(models.Model):
             # Filter by entity_id alone (the unique constraint leads with
             # entity_type).
             models.Index(fields=["entity_id"], name="quotas_entity_id_idx"),
+            # Budgets whose period has ended (roll_budgets): only periodic ones.
+            models.Index(
+                fields=["period_end"],
+                condition=Q(period_end__isnull=False),
+                name="quotas_period_end_idx",
+            ),
             # API key scopes: path && the scope entity's quota ids
             # (quotas/access/scoping.py).
             GinIndex(fields=["path"], name="quotas_path_gin"),
@@ -164,6 +239,15 @@ class Quota(models.Model):
 
     @property
     def effective_limit(self) -> Decimal:
+        """What may be used in the current period (the carry-over included)."""
+        return rules.effective_limit(
+            self.limit_value, self.overcommit_ratio, self.carried_over
+        )
+
+    @property
+    def promised_limit(self) -> Decimal:
+        """``limit_value × overcommit_ratio``: what the hierarchy rules hold the
+        children's limits to (a carry-over promises nothing to them)."""
         return rules.effective_limit(self.limit_value, self.overcommit_ratio)
 
     @property
@@ -330,3 +414,80 @@ class QuotaChange(models.Model):
 
     def __str__(self):
         return f"{self.action} {self.entity_type}:{self.entity_id} by {self.actor_name}"
+
+
+class BudgetClock(models.Model):
+    """The budget clock's offset from the database's clock: one row at most.
+
+    Budgets take "now" from ``hq_now()`` (quotas/sql/hq_now.sql) = ``now()`` plus
+    this offset, so tests and rehearsals can move every process across a period
+    boundary at once (``manage.py budget_clock``, refused unless
+    BUDGET_CLOCK_ADJUSTABLE=true). Leases keep the real clock.
+    """
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    offset_by = models.DurationField(default=timedelta(0))
+    updated_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        db_table = "budget_clock"
+        constraints = [
+            models.CheckConstraint(condition=Q(id=1), name="budget_clock_one_row"),
+        ]
+
+    def __str__(self):
+        return f"budget clock offset {self.offset_by}"
+
+
+class ClosedPeriod(models.Model):
+    """One budget period that has ended, as it stood when it closed (DESIGN §3a).
+
+    Written by the engine's rollover (allocations/sql/hq_roll.sql) under the quota's
+    row lock, exactly once per quota and period (the unique constraint is the
+    backstop). Append-only; the quota's identity is copied in and there is no
+    database-level foreign key, so the record outlives the quota.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    quota = models.ForeignKey(
+        Quota,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        db_index=False,  # budget_periods_quota_idx leads with quota_id
+        related_name="closed_periods",
+    )
+    entity_type = models.CharField(max_length=12, choices=EntityType.choices)
+    entity_id = models.CharField(max_length=255)
+    resource_type = models.CharField(max_length=50)
+    period = models.CharField(max_length=8, choices=BudgetPeriod.choices)
+    period_start = models.DateTimeField()
+    period_end = models.DateTimeField()
+    limit_value = models.DecimalField(
+        max_digits=AMOUNT_DIGITS, decimal_places=AMOUNT_PLACES
+    )
+    carried_over = models.DecimalField(
+        max_digits=AMOUNT_DIGITS, decimal_places=AMOUNT_PLACES
+    )
+    consumed = models.DecimalField(max_digits=USED_DIGITS, decimal_places=AMOUNT_PLACES)
+    # What the period handed on to the next one.
+    carried_forward = models.DecimalField(
+        max_digits=AMOUNT_DIGITS, decimal_places=AMOUNT_PLACES
+    )
+    closed_at = models.DateTimeField(db_default=ClockTimestamp(), editable=False)
+
+    class Meta:
+        db_table = "budget_periods"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["quota", "period_start"], name="budget_periods_once"
+            ),
+        ]
+        indexes = [
+            # GET /quotas/{id}/periods, newest first.
+            models.Index(
+                fields=["quota", "-period_start"], name="budget_periods_quota_idx"
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.entity_type}:{self.entity_id} {self.period_start:%Y-%m-%d}"

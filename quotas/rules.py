@@ -13,6 +13,7 @@ database expressions, for lists that filter by them.
 """
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 
@@ -36,9 +37,13 @@ def with_article(entity_type: str) -> str:
 # --- limits and room --------------------------------------------------------------
 
 
-def effective_limit(limit_value: Decimal, overcommit_ratio: Decimal) -> Decimal:
-    """What may be used at a level: ``limit_value × overcommit_ratio``."""
-    return limit_value * overcommit_ratio
+def effective_limit(
+    limit_value: Decimal, overcommit_ratio: Decimal, carried_over: Decimal = ZERO
+) -> Decimal:
+    """What may be used at a level: ``(limit_value + carried_over) ×
+    overcommit_ratio``. A budget's carry-over adds to the limits of its period; the
+    hierarchy rules leave it out (it promises nothing to the children)."""
+    return (limit_value + carried_over) * overcommit_ratio
 
 
 def cap(
@@ -47,11 +52,13 @@ def cap(
     burst_limit: Decimal | None,
     overcommit_ratio: Decimal,
     allow_burst: bool,
+    carried_over: Decimal = ZERO,
 ) -> Decimal:
-    """A level's cap for one request: the effective limit, or the burst limit times
-    the overcommit ratio when the request allows bursting and the level has one."""
+    """A level's cap for one request: the effective limit, or the burst limit (plus
+    the carry-over) times the overcommit ratio when the request allows bursting and
+    the level has one."""
     base = burst_limit if allow_burst and burst_limit is not None else limit_value
-    return base * overcommit_ratio
+    return (base + carried_over) * overcommit_ratio
 
 
 def fits(*, used: Decimal, requested: Decimal, cap: Decimal) -> bool:
@@ -249,6 +256,91 @@ def family_breaches(
     if breach is not None:
         breaches.append(breach)
     return breaches
+
+
+def budget_breaches(
+    *,
+    time_based: bool,
+    period: str,
+    carryover_limit: Decimal,
+    limit_value: Decimal,
+) -> list[Breach]:
+    """Budgets (DESIGN §3a): a period and a carry-over belong to time-based
+    resources (a concurrent one is held, not consumed); what may carry over is at
+    most the limit itself."""
+    breaches = []
+    if not time_based and period != "none":
+        breaches.append(
+            Breach(
+                "period",
+                f"A concurrent resource has no budget period (got {period}); only "
+                "time-based resources are consumed per period.",
+            )
+        )
+    if not time_based and carryover_limit > 0:
+        breaches.append(
+            Breach(
+                "carryover_limit",
+                "A concurrent resource carries nothing over: carryover_limit must "
+                "be 0.",
+            )
+        )
+    elif carryover_limit > limit_value:
+        breaches.append(
+            Breach(
+                "carryover_limit",
+                f"carryover_limit ({amount_text(carryover_limit)}) must not exceed "
+                f"limit_value ({amount_text(limit_value)}).",
+            )
+        )
+    return breaches
+
+
+def carry_forward(
+    *,
+    carryover_limit: Decimal,
+    limit_value: Decimal,
+    carried_over: Decimal,
+    consumed: Decimal,
+) -> Decimal:
+    """What a closing period hands on to the next: its unused budget, at most
+    ``carryover_limit`` (the engine computes the same in hq_closed_periods.sql)."""
+    return min(carryover_limit, max(ZERO, limit_value + carried_over - consumed))
+
+
+def consumption_charge(
+    *, allocated: Decimal, reported: Decimal, total: Decimal
+) -> tuple[Decimal, Decimal]:
+    """A new cumulative report ``total`` of an allocation of ``allocated`` that had
+    reported ``reported``: (what is charged as consumed, what leaves the
+    reservation). An overrun is charged all the same (hq_consume.sql)."""
+    delta = total - reported
+    return delta, min(delta, max(ZERO, allocated - reported))
+
+
+def projected_exhaustion(
+    *,
+    used: Decimal,
+    cap: Decimal,
+    consumed: Decimal,
+    since: datetime,
+    until: datetime | None,
+    now: datetime,
+) -> datetime | None:
+    """When ``used`` reaches ``cap`` if consumption goes on at its average rate
+    since ``since`` (the period's start); None when it will not before ``until``
+    (the period's end) or nothing is being consumed. Already at the cap: now."""
+    if used >= cap:
+        return now
+    elapsed = (now - since).total_seconds()
+    if consumed <= 0 or elapsed <= 0:
+        return None
+    rate = consumed / Decimal(elapsed)  # units per second
+    # To the second: a projection is not more precise than that.
+    moment = (now + timedelta(seconds=float((cap - used) / rate))).replace(
+        microsecond=0
+    )
+    return moment if until is None or moment < until else None
 
 
 def lowering_needs_force(

@@ -4,7 +4,7 @@ from django.db.models import QuerySet, Sum
 
 from horizon_quota.errors import InvalidInput, NotFound
 from quotas.access.scoping import Scope, by_quota_in_scope, quotas_in_scope
-from quotas.models import Quota, QuotaChange, ResourceType
+from quotas.models import ClosedPeriod, Quota, QuotaChange, ResourceType
 
 
 def quota_list(*, scope: Scope | None = None) -> QuerySet[Quota]:
@@ -62,3 +62,11 @@ def resource_type_get(*, slug: str) -> ResourceType:
             f"Unknown resource_type {slug!r}; valid: {valid}.",
             fields={"resource_type": [f"Unknown resource type. Valid: {valid}."]},
         ) from None
+
+
+def closed_period_list(
+    *, quota_id: UUID, scope: Scope | None = None
+) -> QuerySet[ClosedPeriod]:
+    """A budget's closed periods; like history, they outlive the quota (for
+    unscoped keys)."""
+    return by_quota_in_scope(ClosedPeriod.objects.filter(quota_id=quota_id), scope)

@@ -4,7 +4,7 @@ from drf_spectacular.utils import OpenApiExample, extend_schema_serializer
 from rest_framework import serializers
 
 from horizon_quota.fields import AmountField, LowerChoiceField
-from quotas.models import EntityType, Quota, QuotaChange
+from quotas.models import BudgetPeriod, ClosedPeriod, EntityType, Quota, QuotaChange
 
 
 def _ratio_field(**kwargs):
@@ -31,9 +31,16 @@ def _ratio_field(**kwargs):
                 "soft_limit": 3500,
                 "burst_limit": 4500,
                 "overcommit_ratio": 1,
-                "effective_limit": 4000,
+                "period": "month",
+                "carryover_limit": 500,
+                "period_start": "2026-11-01T00:00:00Z",
+                "period_end": "2026-12-01T00:00:00Z",
+                "reserved": 250.5,
+                "consumed": 1000,
+                "carried_over": 120,
+                "effective_limit": 4120,
                 "used": 1250.5,
-                "available": 2749.5,
+                "available": 2869.5,
                 "version": 3,
                 "created_at": "2026-11-27T08:00:00Z",
                 "updated_at": "2026-11-27T09:30:00Z",
@@ -49,8 +56,24 @@ class QuotaSerializer(serializers.ModelSerializer):
     soft_limit = AmountField(allow_null=True)
     burst_limit = AmountField(allow_null=True)
     overcommit_ratio = _ratio_field()
-    effective_limit = AmountField(integer_digits=20)
-    used = AmountField(integer_digits=20)
+    carryover_limit = AmountField()
+    reserved = AmountField(
+        integer_digits=20,
+        help_text="Held by the subtree's active allocations and not yet consumed.",
+    )
+    consumed = AmountField(
+        integer_digits=20,
+        help_text="Consumed by the subtree in the current period (time-based "
+        "resources; 0 otherwise).",
+    )
+    carried_over = AmountField(
+        help_text="Unused budget brought into this period; it adds to the limits."
+    )
+    effective_limit = AmountField(
+        integer_digits=20,
+        help_text="(limit_value + carried_over) × overcommit_ratio.",
+    )
+    used = AmountField(integer_digits=20, help_text="reserved + consumed.")
     available = AmountField(integer_digits=20)
 
     class Meta:
@@ -65,6 +88,13 @@ class QuotaSerializer(serializers.ModelSerializer):
             "soft_limit",
             "burst_limit",
             "overcommit_ratio",
+            "period",
+            "carryover_limit",
+            "period_start",
+            "period_end",
+            "reserved",
+            "consumed",
+            "carried_over",
             "effective_limit",
             "used",
             "available",
@@ -104,6 +134,19 @@ class QuotaCreateSerializer(serializers.Serializer):
     burst_limit = AmountField(required=False, allow_null=True, default=None)
     # null means the default, as the Rust service's clients send an absent option.
     overcommit_ratio = _ratio_field(required=False, allow_null=True, default=None)
+    period = LowerChoiceField(
+        choices=BudgetPeriod.values,
+        required=False,
+        default=BudgetPeriod.NONE,
+        help_text="Time-based resources only: how often the budget starts afresh "
+        "(calendar periods in BUDGET_TIMEZONE); none is a lifetime budget.",
+    )
+    carryover_limit = AmountField(
+        required=False,
+        default=Decimal("0"),
+        help_text="Time-based resources only: how much unused budget moves into the "
+        "next period (at most limit_value).",
+    )
 
     def validate_overcommit_ratio(self, value):
         return Decimal("1") if value is None else value
@@ -136,6 +179,8 @@ class QuotaUpdateSerializer(serializers.Serializer):
     soft_limit = AmountField(required=False, allow_null=True)
     burst_limit = AmountField(required=False, allow_null=True)
     overcommit_ratio = _ratio_field(required=False, allow_null=True)
+    period = LowerChoiceField(choices=BudgetPeriod.values, required=False)
+    carryover_limit = AmountField(required=False)
     force = serializers.BooleanField(required=False, default=False)
     version = serializers.IntegerField(
         required=False,
@@ -174,6 +219,8 @@ class QuotaUpdateSerializer(serializers.Serializer):
 
 
 class UsageSerializer(serializers.Serializer):
+    """Usage statistics of a quota's whole subtree; a budget adds its period."""
+
     quota_id = serializers.UUIDField(source="id")
     entity_type = serializers.CharField()
     entity_id = serializers.CharField()
@@ -183,6 +230,46 @@ class UsageSerializer(serializers.Serializer):
     usage = AmountField(source="used", integer_digits=20)
     available = AmountField(integer_digits=20)
     utilization_percent = AmountField(integer_digits=20, places=2)
+    reserved = AmountField(integer_digits=20)
+    consumed = AmountField(integer_digits=20)
+    carried_over = AmountField()
+    period = serializers.CharField()
+    period_start = serializers.DateTimeField(allow_null=True)
+    period_end = serializers.DateTimeField(allow_null=True)
+    projected_exhaustion = serializers.DateTimeField(
+        allow_null=True,
+        help_text="When usage reaches the cap at this period's average rate of "
+        "consumption; null when it will not before the period ends.",
+    )
+
+
+class ClosedPeriodSerializer(serializers.ModelSerializer):
+    """A budget period that has ended, as it stood when it closed."""
+
+    quota_id = serializers.UUIDField(read_only=True)
+    limit_value = AmountField()
+    carried_over = AmountField(help_text="What the period began with.")
+    consumed = AmountField(integer_digits=20)
+    carried_forward = AmountField(help_text="What it handed on to the next period.")
+
+    class Meta:
+        model = ClosedPeriod
+        fields = [
+            "id",
+            "quota_id",
+            "entity_type",
+            "entity_id",
+            "resource_type",
+            "period",
+            "period_start",
+            "period_end",
+            "limit_value",
+            "carried_over",
+            "consumed",
+            "carried_forward",
+            "closed_at",
+        ]
+        read_only_fields = fields
 
 
 @extend_schema_serializer(

@@ -18,6 +18,12 @@ Each of them also writes the change to the audit trail (``quotas.audit``) in the
 transaction: who made it (``Actor``), why (``reason``) and every field's old and new
 value. A change that is refused, or an update that changes nothing, records nothing.
 
+A budget (a quota on a time-based resource, DESIGN §3a) has a period; its bounds
+come from the budget clock (``quotas.budgets``). Changing the period starts the new
+one at once: the quota's ``consumed`` must then be the consumption of its subtree
+since the new period's start, which only the allocations app can sum (its history);
+it does so on the ``quota_period_changed`` signal, under the same lock.
+
 Other apps learn of a deletion through the ``quota_deleting`` signal, sent under the
 quota's lock before anything is written; a receiver refuses it by raising a
 ``ServiceError`` (the allocations app refuses while the quota has active
@@ -44,8 +50,9 @@ from quotas.audit import (
     record_change,
     snapshot,
 )
+from quotas.budgets import period_bounds
 from quotas.locking import lock_quotas
-from quotas.models import ChangeAction, Quota
+from quotas.models import BudgetPeriod, ChangeAction, Quota, ResourceType
 from quotas.selectors import children_limit_sum, resource_type_get
 
 __all__ = [
@@ -55,12 +62,16 @@ __all__ = [
     "quota_create",
     "quota_delete",
     "quota_deleting",
+    "quota_period_changed",
     "quota_update",
 ]
 
 # Sent with ``quota`` (locked) before a quota is deleted; a receiver that raises a
 # ServiceError refuses the deletion.
 quota_deleting = Signal()
+# Sent with ``quota`` (locked, its new period and bounds saved) when its budget
+# period changes; a receiver recomputes ``consumed`` for the new period.
+quota_period_changed = Signal()
 
 
 def _refuse(breaches: list[rules.Breach]) -> None:
@@ -98,7 +109,7 @@ def _parent_breaches(
             return [breach]
     siblings = children_limit_sum(parent_id=parent.id, exclude_id=exclude_id)
     breach = rules.children_sum_breach(
-        children_total=siblings + limit_value, parent_effective=parent.effective_limit
+        children_total=siblings + limit_value, parent_effective=parent.promised_limit
     )
     return [breach] if breach else []
 
@@ -136,17 +147,26 @@ def quota_create(
     soft_limit: Decimal | None = None,
     burst_limit: Decimal | None = None,
     overcommit_ratio: Decimal = Decimal("1"),
+    period: str = BudgetPeriod.NONE,
+    carryover_limit: Decimal = Decimal("0"),
     actor: Actor | None = None,
     reason: str = "",
     scope: Scope | None = None,
 ) -> Quota:
-    """Create a quota; a scoped key only below its scope entity's quotas."""
+    """Create a quota; a scoped key only below its scope entity's quotas. On a
+    time-based resource it may be a budget with a ``period`` (DESIGN §3a)."""
     reason = change_reason_clean(reason)
     ensure_may_create_under(parent_id, scope)
     rtype = resource_type_get(slug=resource_type)
     _refuse(
         rules.own_limit_breaches(
             limit_value=limit_value, soft_limit=soft_limit, burst_limit=burst_limit
+        )
+        + rules.budget_breaches(
+            time_based=rtype.kind == ResourceType.Kind.TIME_BASED,
+            period=period,
+            carryover_limit=carryover_limit,
+            limit_value=limit_value,
         )
     )
 
@@ -175,6 +195,7 @@ def quota_create(
         raise _already_exists(rtype.slug, entity_type, entity_id)
 
     quota_id = uuid.uuid4()
+    period_start, period_end = period_bounds(period)
     quota = Quota(
         id=quota_id,
         entity_type=entity_type,
@@ -187,6 +208,10 @@ def quota_create(
         soft_limit=soft_limit,
         burst_limit=burst_limit,
         overcommit_ratio=overcommit_ratio,
+        period=period,
+        carryover_limit=carryover_limit,
+        period_start=period_start,
+        period_end=period_end,
     )
     try:
         # A savepoint, so a lost race on the unique key leaves the caller's
@@ -254,12 +279,20 @@ def quota_update(
     values.update(changes)
     _not_null(values, "limit_value")
     _not_null(values, "overcommit_ratio")
+    _not_null(values, "period")
+    _not_null(values, "carryover_limit")
     limit_value, ratio = values["limit_value"], values["overcommit_ratio"]
     _refuse(
         rules.own_limit_breaches(
             limit_value=limit_value,
             soft_limit=values["soft_limit"],
             burst_limit=values["burst_limit"],
+        )
+        + rules.budget_breaches(
+            time_based=quota.resource_type.kind == ResourceType.Kind.TIME_BASED,
+            period=values["period"],
+            carryover_limit=values["carryover_limit"],
+            limit_value=limit_value,
         )
     )
     if limit_value != quota.limit_value or ratio != quota.overcommit_ratio:
@@ -275,7 +308,7 @@ def quota_update(
                 )
             )
         _refuse(_family_breaches(quota=quota, limit_value=limit_value, ratio=ratio))
-        new_effective = rules.effective_limit(limit_value, ratio)
+        new_effective = rules.effective_limit(limit_value, ratio, quota.carried_over)
         if not force and rules.lowering_needs_force(
             old_effective=quota.effective_limit,
             new_effective=new_effective,
@@ -293,9 +326,18 @@ def quota_update(
     old = {field: getattr(quota, field) for field in changed}
     for field in UPDATABLE_FIELDS:
         setattr(quota, field, values[field])
+    saved = [*UPDATABLE_FIELDS, "version", "updated_at"]
+    if "period" in changed:
+        # The new period starts now; what was carried over belonged to the old
+        # schedule. `consumed` follows on the signal, under this lock.
+        quota.period_start, quota.period_end = period_bounds(quota.period)
+        quota.carried_over = Decimal(0)
+        saved += ["period_start", "period_end", "carried_over"]
     quota.version += 1
     quota.updated_at = Now()
-    quota.save(update_fields=[*UPDATABLE_FIELDS, "version", "updated_at"])
+    quota.save(update_fields=saved)
+    if "period" in changed:
+        quota_period_changed.send(sender=Quota, quota=quota)
     quota.refresh_from_db()
     record_change(
         quota=quota,
@@ -325,7 +367,9 @@ def quota_delete(
         raise NotFound(f"Quota {quota_id} not found.")
     if Quota.objects.filter(parent_id=quota_id).exists():
         raise Conflict(f"Quota {quota_id} has child quotas; delete them first.")
-    if quota.used > 0:
+    # What is reserved is held by active allocations; what a budget consumed is
+    # history, which outlives the quota.
+    if quota.reserved > 0:
         raise Conflict(f"Quota {quota_id} has active allocations in its subtree.")
     quota_deleting.send(sender=Quota, quota=quota)
     # Recorded first: deleting clears the instance's primary key.

@@ -17,4 +17,9 @@ urlpatterns = [
         views.QuotaAuditView.as_view(),
         name="quota-audit",
     ),
+    path(
+        "quotas/<uuid:quota_id>/periods",
+        views.QuotaPeriodsView.as_view(),
+        name="quota-periods",
+    ),
 ]

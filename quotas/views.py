@@ -8,9 +8,11 @@ from horizon_quota.api import LinkHeaderCursorPagination
 from horizon_quota.schema import error_responses
 from quotas import selectors, services
 from quotas.access.scoping import scope_of
+from quotas.budgets import usage_stats
 from quotas.filters import QuotaFilter
-from quotas.models import REASON_MAX_LENGTH, QuotaChange
+from quotas.models import REASON_MAX_LENGTH, ClosedPeriod, QuotaChange
 from quotas.serializers import (
+    ClosedPeriodSerializer,
     QuotaChangeSerializer,
     QuotaCreateSerializer,
     QuotaSerializer,
@@ -218,7 +220,7 @@ class QuotaUsageView(generics.GenericAPIView):
     )
     def get(self, request, quota_id):
         quota = selectors.quota_get(quota_id=quota_id, scope=_scope(request))
-        return Response(UsageSerializer(quota).data)
+        return Response(UsageSerializer(usage_stats(quota)).data)
 
 
 class QuotaChangePagination(LinkHeaderCursorPagination):
@@ -255,3 +257,38 @@ class QuotaAuditView(generics.GenericAPIView):
             selectors.quota_get(quota_id=quota_id, scope=scope)
         page = self.paginate_queryset(self.get_queryset())
         return self.get_paginated_response(QuotaChangeSerializer(page, many=True).data)
+
+
+class ClosedPeriodPagination(LinkHeaderCursorPagination):
+    ordering = ("-period_start", "-id")
+
+
+class QuotaPeriodsView(generics.GenericAPIView):
+    serializer_class = ClosedPeriodSerializer
+    pagination_class = ClosedPeriodPagination
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # schema generation
+            return ClosedPeriod.objects.none()
+        return selectors.closed_period_list(
+            quota_id=self.kwargs["quota_id"], scope=_scope(self.request)
+        )
+
+    @extend_schema(
+        tags=["quotas"],
+        summary="A budget's closed periods, newest first (kept after deletion)",
+        description="Each period that has ended, as it stood when it closed: its "
+        "bounds, the limit, what it began with (carried_over), what it consumed and "
+        "what it handed on to the next (carried_forward). Periods are closed when "
+        "anything touches the budget after they end, or by `manage.py roll_budgets`.",
+        responses={
+            200: ClosedPeriodSerializer(many=True),
+            **error_responses(400, 401, 404),
+        },
+    )
+    def get(self, request, quota_id):
+        scope = _scope(request)
+        if not selectors.quota_has_existed(quota_id=quota_id, scope=scope):
+            selectors.quota_get(quota_id=quota_id, scope=scope)
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response(ClosedPeriodSerializer(page, many=True).data)

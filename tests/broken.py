@@ -138,3 +138,89 @@ def usage_reconcile_from_report(*, root_id=None):
     for drift in drifts:
         Quota.objects.filter(id=drift["quota_id"]).update(used=drift["actual"])
     return drifts
+
+
+def consume_check_then_write(*, allocation_id, consumed_value):
+    """Reads the allocation without locking it, computes the increment from that
+    read, then charges it: two reports of one job at once both charge against the
+    same starting point, and the reservation is returned twice."""
+    allocation = Allocation.objects.get(id=allocation_id)
+    delta = consumed_value - allocation.consumed_value
+    if delta <= 0:
+        return allocation
+    from_reserve = min(
+        delta, max(Decimal(0), allocation.allocated_value - allocation.consumed_value)
+    )
+    time.sleep(0.01)
+    with transaction.atomic():
+        Allocation.objects.filter(id=allocation_id).update(
+            consumed_value=consumed_value
+        )
+        UsageHistory.objects.create(
+            quota_id=allocation.quota_id,
+            allocation_id=allocation.id,
+            entity_type=allocation.entity_type,
+            entity_id=allocation.entity_id,
+            resource_type=allocation.resource_type,
+            allocated_value=allocation.allocated_value,
+            operation=HistoryOperation.CONSUME,
+            consumed_delta=delta,
+            job_id=allocation.job_id,
+        )
+        for quota in quota_path(quota=Quota.objects.get(id=allocation.quota_id)):
+            Quota.objects.filter(id=quota.id).update(
+                consumed=F("consumed") + delta, reserved=F("reserved") - from_reserve
+            )
+    return allocation
+
+
+def roll_without_lock():
+    """Rolls every budget whose period has ended from a read taken without a lock
+    and without a claim: consumption charged between the read and the write is
+    wiped from the new period, and two of these roll the same budgets twice.
+    Returns how many budgets it rolled."""
+    from django.conf import settings
+    from django.db import connection
+
+    rolled = 0
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT id FROM quotas WHERE period_end IS NOT NULL "
+            "AND period_end <= hq_now() ORDER BY period_end"
+        )
+        due = [row[0] for row in cursor.fetchall()]
+    for quota_id in due:
+        quota = Quota.objects.get(id=quota_id)
+        time.sleep(0.005)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO budget_periods (quota_id, entity_type, entity_id, "
+                "resource_type, period, period_start, period_end, limit_value, "
+                "carried_over, consumed, carried_forward) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 0) "
+                "ON CONFLICT (quota_id, period_start) DO NOTHING",
+                [
+                    quota.id,
+                    quota.entity_type,
+                    quota.entity_id,
+                    quota.resource_type_id,
+                    quota.period,
+                    quota.period_start,
+                    quota.period_end,
+                    quota.limit_value,
+                    quota.carried_over,
+                    quota.consumed,
+                ],
+            )
+            cursor.execute(
+                "UPDATE quotas SET consumed = 0, period_start = %s, "
+                "period_end = hq_period_end(period, %s, %s) WHERE id = %s",
+                [
+                    quota.period_end,
+                    quota.period_end,
+                    settings.BUDGET_TIMEZONE,
+                    quota.id,
+                ],
+            )
+        rolled += 1
+    return rolled

@@ -10,6 +10,7 @@ from allocations.services.allocations import (
     CheckResult,
     Level,
     allocation_check,
+    allocation_consume,
     allocation_create,
     allocation_expire,
     allocation_release,
@@ -19,6 +20,8 @@ from allocations.services.allocations import (
 from allocations.services.maintenance import (
     ReconcileResult,
     allocations_expire,
+    budgets_roll,
+    recompute_consumed_on_period_change,
     usage_reconcile,
 )
 
@@ -28,11 +31,14 @@ __all__ = [
     "Level",
     "ReconcileResult",
     "allocation_check",
+    "allocation_consume",
     "allocation_create",
     "allocation_expire",
     "allocation_release",
     "allocation_renew",
     "allocations_expire",
+    "budgets_roll",
+    "recompute_consumed_on_period_change",
     "refuse_quota_delete_while_allocated",
     "usage_reconcile",
 ]

@@ -16,8 +16,14 @@ from uuid import UUID
 from django.db.models import F, Q
 from django.db.models.functions import Now
 
-from allocations.engine import Outcome, call, lock_budget_ms
-from allocations.exceptions import AlreadyReleased, Conflict, NotFound, QuotaExceeded
+from allocations.engine import Outcome, budget_timezone, call, lock_budget_ms
+from allocations.exceptions import (
+    AlreadyReleased,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    QuotaExceeded,
+)
 from allocations.models import Allocation, AllocationStatus
 from allocations.records import AllocationRecord
 from allocations.selectors import ensure_allocation_in_scope
@@ -25,6 +31,7 @@ from horizon_quota.amounts import amount_text, normalize_amount
 from horizon_quota.observability import ALLOCATION_OUTCOMES
 from quotas import rules
 from quotas.access.scoping import OutsideLevel, Scope, redact_levels
+from quotas.models import ResourceType
 from quotas.selectors import resource_type_get
 
 
@@ -162,6 +169,7 @@ def allocation_check(
         requested_value,
         allow_burst,
         *_scope_params(scope),
+        budget_timezone(),
     )
     if outcome["outcome"] == Outcome.NO_QUOTA:
         raise _no_quota(entity_type, entity_id, resource_type)
@@ -197,11 +205,15 @@ def allocation_create(
     allow_burst: bool = False,
     metadata: dict | None = None,
     ttl_seconds: int | None = None,
+    rate: Decimal | None = None,
     scope: Scope | None = None,
 ) -> AllocationResult:
     """Allocate along the whole path, or not at all; replay an identical retry.
     An entity outside the key's scope is a 404 and writes nothing (the engine
-    checks before it writes); levels above the scope are redacted."""
+    checks before it writes); levels above the scope are redacted. On a time-based
+    resource the amount is reserved (DESIGN §3a), optionally with a ``rate``."""
+    if rate is not None:
+        _ensure_time_based(resource_type, "rate")
     arguments = (
         entity_type,
         entity_id,
@@ -213,6 +225,8 @@ def allocation_create(
         ttl_seconds,
         *_scope_params(scope),
         lock_budget_ms(),
+        rate,
+        budget_timezone(),
     )
     outcome = call("hq_allocate", *arguments)
     if outcome["outcome"] == Outcome.STALE:
@@ -283,28 +297,107 @@ def allocation_create(
     )
 
 
-def _release(allocation_id: UUID, status: str, only_expired: bool) -> AllocationRecord:
-    outcome = call("hq_release", allocation_id, status, only_expired, lock_budget_ms())
+def _ensure_time_based(resource_type: str, what: str) -> None:
+    """``rate`` and ``consumed_value`` belong to time-based resources (400)."""
+    rtype = resource_type_get(slug=resource_type)
+    if rtype.kind != ResourceType.Kind.TIME_BASED:
+        raise _held_not_consumed(rtype.slug, what)
+
+
+def _held_not_consumed(resource_type: str, what: str) -> InvalidInput:
+    message = (
+        f"{resource_type} is a concurrent resource: it is held, not consumed, so "
+        f"{what} does not apply."
+    )
+    return InvalidInput(message, fields={what: [message]})
+
+
+def _allocation_refusal(allocation_id: UUID, outcome: dict) -> Exception | None:
+    """The domain error for an engine outcome about one allocation, or None."""
     kind = Outcome(outcome["outcome"])
+    allocation = outcome.get("allocation") or {}
     if kind == Outcome.NOT_FOUND:
-        raise NotFound(f"Allocation {allocation_id} not found.")
+        return NotFound(f"Allocation {allocation_id} not found.")
     if kind == Outcome.ALREADY_RELEASED:
-        raise AlreadyReleased(
-            f"Allocation {allocation_id} is already {outcome['allocation']['status']}."
+        return AlreadyReleased(
+            f"Allocation {allocation_id} is already {allocation['status']}."
         )
     if kind == Outcome.NOT_EXPIRED:
-        raise Conflict(f"Allocation {allocation_id}'s lease has not run out.")
+        return Conflict(f"Allocation {allocation_id}'s lease has not run out.")
+    if kind == Outcome.NOT_TIME_BASED:
+        return _held_not_consumed(allocation["resource_type"], "consumed_value")
+    if kind == Outcome.BELOW_REPORTED:
+        message = (
+            "consumed_value is cumulative: it cannot be below the "
+            f"{amount_text(Decimal(allocation['consumed_value']))} already reported."
+        )
+        return InvalidInput(message, fields={"consumed_value": [message]})
+    return None
+
+
+def _release(
+    allocation_id: UUID,
+    status: str,
+    only_expired: bool,
+    consumed_value: Decimal | None = None,
+) -> AllocationRecord:
+    outcome = call(
+        "hq_release",
+        allocation_id,
+        status,
+        only_expired,
+        consumed_value,
+        lock_budget_ms(),
+        budget_timezone(),
+    )
+    refusal = _allocation_refusal(allocation_id, outcome)
+    if refusal is not None:
+        raise refusal
     ALLOCATION_OUTCOMES.labels(status).inc()
     return AllocationRecord.from_engine(outcome["allocation"])
 
 
 def allocation_release(
-    *, allocation_id: UUID, scope: Scope | None = None
+    *,
+    allocation_id: UUID,
+    consumed_value: Decimal | None = None,
+    scope: Scope | None = None,
 ) -> AllocationRecord:
-    """Return the allocation's amount to every level of its path, exactly once.
-    An allocation outside the key's scope is a 404 and is left alone."""
+    """Return the allocation's amount to every level of its path, exactly once. A
+    time-based allocation is settled (DESIGN §3a): ``consumed_value`` is the job's
+    final consumption; without it the release charges rate × hours held, or the
+    whole reservation. An allocation outside the key's scope is a 404 and is left
+    alone."""
     ensure_allocation_in_scope(allocation_id, scope)
-    return _release(allocation_id, AllocationStatus.RELEASED, only_expired=False)
+    return _release(
+        allocation_id,
+        AllocationStatus.RELEASED,
+        only_expired=False,
+        consumed_value=consumed_value,
+    )
+
+
+def allocation_consume(
+    *,
+    allocation_id: UUID,
+    consumed_value: Decimal,
+    scope: Scope | None = None,
+) -> AllocationRecord:
+    """Charge a running job's consumption so far (cumulative) to every level of its
+    path, each in its current period (DESIGN §3a). Never refused for lack of room:
+    an overrun is charged all the same. The same value again changes nothing."""
+    ensure_allocation_in_scope(allocation_id, scope)
+    outcome = call(
+        "hq_consume",
+        allocation_id,
+        consumed_value,
+        lock_budget_ms(),
+        budget_timezone(),
+    )
+    refusal = _allocation_refusal(allocation_id, outcome)
+    if refusal is not None:
+        raise refusal
+    return AllocationRecord.from_engine(outcome["allocation"])
 
 
 def allocation_expire(*, allocation_id: UUID) -> AllocationRecord:

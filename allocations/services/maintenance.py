@@ -14,9 +14,10 @@ from uuid import UUID, uuid4
 from django.db import connection, transaction
 from django.db.models.functions import Now
 
+from allocations.engine import budget_timezone
 from allocations.exceptions import NotFound
 from allocations.models import Allocation, AllocationStatus, UsageRepair
-from allocations.selectors import usage_drift
+from allocations.selectors import GONE_SQL, usage_drift
 from allocations.services.allocations import allocation_expire
 from quotas.locking import lock_quotas
 from quotas.models import Quota
@@ -37,62 +38,81 @@ class ReconcileResult:
 # cannot estimate a recursive term and would otherwise hash the whole quotas and
 # allocations tables even for a batch of leaves (OFFSET 0 stops it from flattening
 # the first one back into such a join). Each quota's own allocations are then read
-# through the partial index of active allocations by quota.
-SUBTREE_TOTALS_SQL = """
-WITH RECURSIVE subtree (top, id) AS (
+# through the partial index of active allocations by quota, its history through
+# history_quota_idx from the top's period start (time-based resources only).
+SUBTREE_TOTALS_SQL = f"""
+WITH RECURSIVE {GONE_SQL},
+subtree (top, id) AS (
     SELECT id, id FROM quotas WHERE id = ANY (%s::uuid[])
     UNION ALL
     SELECT s.top, child.id
       FROM subtree s
      CROSS JOIN LATERAL (
-           SELECT q.id FROM quotas q WHERE q.parent_id = s.id OFFSET 0
+           SELECT q.id FROM quotas q WHERE q.parent_id = s.id
+           UNION ALL
+           SELECT g.id FROM gone g WHERE g.parent_id = s.id
+           OFFSET 0
            ) child
 )
-SELECT s.top, coalesce(sum(own.total), 0)
+SELECT s.top, coalesce(sum(own.held), 0), coalesce(sum(spent.total), 0)
   FROM subtree s
+  JOIN quotas t ON t.id = s.top
+  JOIN resource_types rt ON rt.slug = t.resource_type
  CROSS JOIN LATERAL (
-       SELECT sum(a.allocated_value) AS total
+       SELECT sum(greatest(0, a.allocated_value - a.consumed_value)) AS held
          FROM allocations a
         WHERE a.quota_id = s.id AND a.status = 'active'
        ) own
+ CROSS JOIN LATERAL (
+       SELECT sum(h.consumed_delta) AS total
+         FROM usage_history h
+        WHERE rt.kind = 'time_based' AND h.quota_id = s.id
+          AND h.timestamp >= coalesce(t.period_start, '-infinity')
+       ) spent
  GROUP BY s.top
 """
 
 
-SET_USED_SQL = """
-UPDATE quotas q SET used = repair.used
-  FROM unnest(%s::uuid[], %s::numeric[]) AS repair (id, used)
+SET_BOOKS_SQL = """
+UPDATE quotas q SET reserved = repair.reserved, consumed = repair.consumed
+  FROM unnest(%s::uuid[], %s::numeric[], %s::numeric[])
+       AS repair (id, reserved, consumed)
  WHERE q.id = repair.id
 """
 
 
-def _subtree_totals(quota_ids: list[UUID]) -> dict[UUID, Decimal]:
-    """The sum of the active allocations in each quota's whole subtree."""
+def subtree_totals(quota_ids: list[UUID]) -> dict[UUID, tuple[Decimal, Decimal]]:
+    """(reserved, consumed) of each quota's whole subtree, from its active
+    allocations and its history since the quota's period start."""
     with connection.cursor() as cursor:
         cursor.execute(SUBTREE_TOTALS_SQL, [quota_ids])
-        return dict(cursor.fetchall())
+        return {top: (held, spent) for top, held, spent in cursor.fetchall()}
 
 
 def _usage_repair_batch(*, run_id: UUID, quota_ids: list[UUID]) -> list[UsageRepair]:
-    """Set ``used`` to the true subtree total of each quota, in one short transaction.
+    """Set ``reserved`` and ``consumed`` to the true subtree totals of each quota, in
+    one short transaction.
 
     The report was read without locks, and allocations may have committed since. So
-    the totals are computed again here, after the locks are taken: every allocate and
-    release that touches a quota's subtree also updates the quota itself (the path
-    runs to the root), so while we hold the quota's row none of them can commit, and
-    one that committed before is both in the row we locked and in the allocation rows
-    the next statement reads. The two agree exactly.
+    the totals are computed again here, after the locks are taken: every allocate,
+    consume and release that touches a quota's subtree also updates the quota
+    itself (the path runs to the root), so while we hold the quota's row none of
+    them can commit, and one that committed before is both in the row we locked and
+    in the allocation and history rows the next statement reads (one still in
+    flight wrote its history row uncommitted, invisible to us, and charges the row
+    after our commit). The two agree exactly.
     """
     with transaction.atomic(durable=True):
         # The same locks as the allocation path, in the one global order.
         locked = lock_quotas(quota_ids)
         # A quota deleted since the report is simply absent: nothing to repair.
-        totals = _subtree_totals(list(locked))
+        totals = subtree_totals(list(locked))
         repairs, repaired = [], []
         for quota in locked.values():
-            actual = totals[quota.id]
-            if quota.used == actual:
+            reserved, consumed = totals[quota.id]
+            if (quota.reserved, quota.consumed) == (reserved, consumed):
                 continue  # another run repaired it after our report
+            stored, actual = quota.used, reserved + consumed
             repairs.append(
                 UsageRepair(
                     run_id=run_id,
@@ -100,26 +120,35 @@ def _usage_repair_batch(*, run_id: UUID, quota_ids: list[UUID]) -> list[UsageRep
                     entity_type=quota.entity_type,
                     entity_id=quota.entity_id,
                     resource_type=quota.resource_type_id,
-                    stored=quota.used,
+                    stored=stored,
                     actual=actual,
-                    delta=quota.used - actual,
+                    delta=stored - actual,
+                    stored_reserved=quota.reserved,
+                    actual_reserved=reserved,
+                    stored_consumed=quota.consumed,
+                    actual_consumed=consumed,
                 )
             )
-            quota.used = actual
-            repaired.append(quota)
+            repaired.append((quota.id, reserved, consumed))
         if repaired:
             # One statement for the batch; its rows are all locked already, so it
             # takes no new lock and cannot upset the order.
             with connection.cursor() as cursor:
+                ids, reserved, consumed = zip(*repaired, strict=True)
                 cursor.execute(
-                    SET_USED_SQL,
-                    [
-                        [quota.id for quota in repaired],
-                        [quota.used for quota in repaired],
-                    ],
+                    SET_BOOKS_SQL, [list(ids), list(reserved), list(consumed)]
                 )
             UsageRepair.objects.bulk_create(repairs)
     return repairs
+
+
+def recompute_consumed_on_period_change(sender, *, quota, **kwargs) -> None:
+    """Receiver of ``quotas.services.quota_period_changed``: a budget whose period
+    changed starts its new period at once, and its ``consumed`` is its subtree's
+    consumption since the new period's start (P2 for budgets). The quota's row is
+    locked by the change, so no charge can come in between."""
+    _, consumed = subtree_totals([quota.id])[quota.id]
+    Quota.objects.filter(id=quota.id).update(consumed=consumed)
 
 
 def _repair_batches(quota_ids: list[UUID], *, batch_size: int) -> list[list[UUID]]:
@@ -149,10 +178,11 @@ def usage_reconcile(
     dry_run: bool = False,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> ReconcileResult:
-    """Report every quota whose ``used`` differs from the active allocations of its
-    subtree (promise P2) and, with ``fix``, repair them in batches, recording each
-    repair as a ``UsageRepair`` of one run. ``dry_run`` writes nothing even with
-    ``fix``. ``on_progress(done, total)`` is called after each batch."""
+    """Report every quota whose books differ from its subtree's allocations and
+    history (P2, both forms: ``reserved`` and ``consumed``) and, with ``fix``,
+    repair them in batches, recording each repair as a ``UsageRepair`` of one run.
+    ``dry_run`` writes nothing even with ``fix``. ``on_progress(done, total)`` is
+    called after each batch."""
     if root_id is not None and not Quota.objects.filter(id=root_id).exists():
         raise NotFound(f"Quota {root_id} not found.")
     drifts = usage_drift(root_id=root_id)
@@ -230,3 +260,52 @@ def allocations_expire(
         if in_batch < batch_size:
             break
     return expired
+
+
+# The budget clock's now, read once per transaction (hq_now is STABLE). The partial
+# index quotas_period_end_idx serves the ORDER BY and the bound.
+CLAIM_ENDED_SQL = """
+SELECT id FROM quotas
+ WHERE period_end IS NOT NULL AND period_end <= hq_now()
+ ORDER BY period_end
+ LIMIT 1
+   FOR UPDATE SKIP LOCKED
+"""
+
+
+def _roll_one() -> bool:
+    """Claim one budget whose period has ended and roll it over; False when no
+    unclaimed one is left."""
+    # SKIP LOCKED: a budget another roller (or an allocation) holds is passed over,
+    # never waited for; ours stays claimed until we commit. One quota per
+    # transaction, holding one row: it waits for no other lock, so it cannot be part
+    # of a deadlock, and the row is held only for its own rollover.
+    with transaction.atomic(durable=True), connection.cursor() as cursor:
+        cursor.execute(CLAIM_ENDED_SQL)
+        claimed = cursor.fetchone()
+        if claimed is None:
+            return False
+        # Under our lock, as the engine rolls a level: every closed period is
+        # recorded once (budget_periods_once is the backstop).
+        cursor.execute(
+            "SELECT (hq_roll(%s, hq_now(), %s)).id", [claimed[0], budget_timezone()]
+        )
+    return True
+
+
+def budgets_roll(
+    *, batch_size: int = 100, should_stop: Callable[[], bool] | None = None
+) -> int:
+    """Roll over every budget whose period has ended (by the budget clock), without
+    waiting for traffic to do it, so reports and the admin are right at any time.
+    Safe to run in several processes at once. Returns how many budgets this call
+    rolled; asks ``should_stop()`` between batches."""
+    rolled = 0
+    while should_stop is None or not should_stop():
+        in_batch = 0
+        while in_batch < batch_size and _roll_one():
+            in_batch += 1
+        rolled += in_batch
+        if in_batch < batch_size:
+            break
+    return rolled

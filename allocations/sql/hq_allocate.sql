@@ -12,18 +12,22 @@
 --      allocation outside the key's scope is reported as a bare `conflict`: a scoped
 --      request never learns of, nor touches, anything outside its scope.
 --   3. Charge each level with a conditional UPDATE by id, leaf first and root last:
---      the lock and the predicate in one step. The root's update is the last write;
---      the transaction commits as the statement ends.
+--      the lock and the predicate in one step (hq_charge, which first rolls over a
+--      budget whose period has ended). A time-based resource reserves the request,
+--      its estimate (DESIGN §3a). The root's update is the last write; the
+--      transaction commits as the statement ends.
 --   4. A level that refuses (or has vanished) stops the walk: the levels already
 --      charged are still locked by us, so subtracting the amount again is exact, and
 --      the two inserted rows are deleted. Nothing of the attempt stays visible.
 CREATE OR REPLACE FUNCTION hq_allocate(
     p_entity_type text, p_entity_id text, p_resource text, p_job uuid,
     p_requested numeric, p_allow_burst boolean, p_metadata jsonb, p_ttl integer,
-    p_scope_type text, p_scope_id text, p_lock_budget_ms integer
+    p_scope_type text, p_scope_id text, p_lock_budget_ms integer, p_rate numeric,
+    p_tz text
 ) RETURNS json LANGUAGE plpgsql SET lock_timeout = 0 AS $$
 DECLARE
     v_deadline timestamptz := hq_deadline(p_lock_budget_ms);
+    v_now timestamptz := hq_now();
     v_path uuid[];
     v_alloc allocations%ROWTYPE;
     v_history uuid;
@@ -44,12 +48,13 @@ BEGIN
         PERFORM hq_lock_budget(v_deadline);
         INSERT INTO allocations (id, quota_id, entity_type, entity_id, job_id,
                                  resource_type, allocated_value, status, allocated_at,
-                                 expires_at, is_burst, version, metadata)
+                                 expires_at, is_burst, version, metadata,
+                                 consumed_value, rate, budget_started_at)
         VALUES (gen_random_uuid(), v_path[1], p_entity_type, p_entity_id, p_job,
                 p_resource, p_requested, 'active', now(),
                 CASE WHEN p_ttl IS NULL THEN NULL
                      ELSE now() + make_interval(secs => p_ttl) END,
-                false, 1, coalesce(p_metadata, '{}'::jsonb))
+                false, 1, coalesce(p_metadata, '{}'::jsonb), 0, p_rate, v_now)
         ON CONFLICT (job_id, resource_type) WHERE status = 'active' DO NOTHING
         RETURNING * INTO v_alloc;
         EXIT WHEN FOUND;
@@ -84,21 +89,18 @@ BEGIN
     v_history := gen_random_uuid();
     INSERT INTO usage_history (id, quota_id, allocation_id, entity_type, entity_id,
                                resource_type, allocated_value, operation, job_id,
-                               timestamp, metadata)
+                               timestamp, metadata, consumed_delta)
     VALUES (v_history, v_path[1], v_alloc.id, p_entity_type, p_entity_id, p_resource,
-            p_requested, 'allocate', p_job, now(), v_alloc.metadata);
+            p_requested, 'allocate', p_job, v_now, v_alloc.metadata, 0);
 
     FOR i IN 1 .. cardinality(v_path) LOOP
         PERFORM hq_lock_budget(v_deadline);
-        UPDATE quotas q SET used = q.used + p_requested
-         WHERE q.id = v_path[i]
-           AND hq_fits(q.used, p_requested,
-                       hq_cap(q.limit_value, q.burst_limit, q.overcommit_ratio,
-                              p_allow_burst))
-        RETURNING q.* INTO v_row;
-        IF NOT FOUND THEN
+        v_row := hq_charge(v_path[i], p_requested, 0, true, p_allow_burst, v_now,
+                           p_tz);
+        IF v_row.id IS NULL THEN
             IF i > 1 THEN
-                UPDATE quotas SET used = used - p_requested WHERE id = ANY (v_path[1:i-1]);
+                UPDATE quotas SET reserved = reserved - p_requested
+                 WHERE id = ANY (v_path[1:i-1]);
             END IF;
             DELETE FROM usage_history WHERE id = v_history;
             DELETE FROM allocations WHERE id = v_alloc.id;
@@ -108,9 +110,10 @@ BEGIN
             RETURN json_build_object(
                 'outcome', 'denied',
                 'blocking_quota_id', v_path[i],
-                'levels', hq_levels(v_path, p_requested, p_allow_burst));
+                'levels', hq_levels(v_path, p_requested, p_allow_burst, v_now, p_tz));
         END IF;
-        v_burst := v_burst OR v_row.used > v_row.limit_value * v_row.overcommit_ratio;
+        v_burst := v_burst OR v_row.used > (v_row.limit_value + v_row.carried_over)
+                                           * v_row.overcommit_ratio;
         v_levels := v_levels || hq_level(v_row, 0, p_allow_burst);
     END LOOP;
 

@@ -1,44 +1,90 @@
--- Release or expire an active allocation: return its amount to every level, once.
--- The allocation row is claimed first (a conditional UPDATE: of two concurrent
--- releases exactly one finds it active), then the levels are updated leaf first.
+-- Release or expire an active allocation, exactly once (DESIGN §3, §3a).
+--   1. Lock the allocation row (of two concurrent releases the second waits, then
+--      finds it released) and decide: a concurrent resource gives its amount back;
+--      a time-based one settles: the final consumption is p_consumed when given
+--      (never below what was reported), else rate × hours held when it has a rate,
+--      else the whole reservation. The last increment is charged and what remains
+--      of the reservation returned.
+--   2. Record the release and its history row (with the amount it charged).
+--   3. Charge every level, leaf first (hq_charge_path): consumed += the increment,
+--      reserved -= the rest of the reservation.
 -- Every lock wait of the call shares one budget (hq_lock_budget).
 CREATE OR REPLACE FUNCTION hq_release(
-    p_id uuid, p_status text, p_only_expired boolean, p_lock_budget_ms integer
+    p_id uuid, p_status text, p_only_expired boolean, p_consumed numeric,
+    p_lock_budget_ms integer, p_tz text
 ) RETURNS json LANGUAGE plpgsql SET lock_timeout = 0 AS $$
 DECLARE
     v_deadline timestamptz := hq_deadline(p_lock_budget_ms);
+    v_now timestamptz := hq_now();
+    v_when timestamptz;
     v_alloc allocations%ROWTYPE;
+    v_time_based boolean;
+    v_final numeric;
+    v_hours numeric;
+    v_delta numeric;
+    v_reserve numeric;
+    v_history uuid := gen_random_uuid();
     v_path uuid[];
-    i int;
 BEGIN
     PERFORM hq_lock_budget(v_deadline);
-    UPDATE allocations
-       SET status = p_status, released_at = now(), version = version + 1
-     WHERE id = p_id AND status = 'active'
-       AND (NOT p_only_expired OR expires_at <= now())
-    RETURNING * INTO v_alloc;
+    SELECT * INTO v_alloc FROM allocations WHERE id = p_id FOR UPDATE;
     IF NOT FOUND THEN
-        SELECT * INTO v_alloc FROM allocations WHERE id = p_id;
-        IF NOT FOUND THEN
-            RETURN json_build_object('outcome', 'not_found');
-        END IF;
-        RETURN json_build_object('outcome',
-                                 CASE WHEN v_alloc.status = 'active' THEN 'not_expired'
-                                      ELSE 'already_released' END,
+        RETURN json_build_object('outcome', 'not_found');
+    END IF;
+    IF v_alloc.status <> 'active' THEN
+        RETURN json_build_object('outcome', 'already_released',
                                  'allocation', row_to_json(v_alloc));
     END IF;
+    IF p_only_expired AND NOT coalesce(v_alloc.expires_at <= now(), false) THEN
+        RETURN json_build_object('outcome', 'not_expired',
+                                 'allocation', row_to_json(v_alloc));
+    END IF;
+    v_time_based := EXISTS (SELECT 1 FROM resource_types
+                             WHERE slug = v_alloc.resource_type
+                               AND kind = 'time_based');
+    IF NOT v_time_based THEN
+        IF p_consumed IS NOT NULL THEN
+            RETURN json_build_object('outcome', 'not_time_based',
+                                     'allocation', row_to_json(v_alloc));
+        END IF;
+        v_final := 0;
+    ELSIF p_consumed IS NOT NULL THEN
+        IF p_consumed < v_alloc.consumed_value THEN
+            RETURN json_build_object('outcome', 'below_reported',
+                                     'allocation', row_to_json(v_alloc));
+        END IF;
+        v_final := p_consumed;
+    ELSIF v_alloc.rate IS NOT NULL THEN
+        v_hours := greatest(0, extract(epoch FROM v_now - coalesce(
+                       v_alloc.budget_started_at, v_alloc.allocated_at)) / 3600);
+        v_final := greatest(v_alloc.consumed_value, round(v_alloc.rate * v_hours, 4));
+    ELSE
+        v_final := greatest(v_alloc.consumed_value, v_alloc.allocated_value);
+    END IF;
+
+    -- What the settle charges (the last increment) and what the allocation still
+    -- held in reserve (all of it returns: the charged part as consumption).
+    v_delta := v_final - v_alloc.consumed_value;
+    v_reserve := greatest(0, v_alloc.allocated_value - v_alloc.consumed_value);
+
+    UPDATE allocations
+       SET status = p_status, released_at = now(), version = version + 1,
+           consumed_value = v_final
+     WHERE id = p_id
+    RETURNING * INTO v_alloc;
     INSERT INTO usage_history (id, quota_id, allocation_id, entity_type, entity_id,
                                resource_type, allocated_value, operation, job_id,
-                               timestamp, metadata)
-    VALUES (gen_random_uuid(), v_alloc.quota_id, v_alloc.id, v_alloc.entity_type,
+                               timestamp, metadata, consumed_delta)
+    VALUES (v_history, v_alloc.quota_id, v_alloc.id, v_alloc.entity_type,
             v_alloc.entity_id, v_alloc.resource_type, v_alloc.allocated_value,
             CASE WHEN p_status = 'expired' THEN 'expire' ELSE 'release' END,
-            v_alloc.job_id, now(), v_alloc.metadata);
+            v_alloc.job_id, v_now, v_alloc.metadata, v_delta);
     SELECT path INTO v_path FROM quotas WHERE id = v_alloc.quota_id;
-    FOR i IN 1 .. coalesce(cardinality(v_path), 0) LOOP
-        PERFORM hq_lock_budget(v_deadline);
-        UPDATE quotas SET used = used - v_alloc.allocated_value WHERE id = v_path[i];
-    END LOOP;
+    v_when := hq_charge_path(v_path, -v_reserve, v_delta, v_now, p_tz, v_deadline);
+    IF v_when <> v_now THEN
+        -- Charged in a later period than this statement's clock (hq_charge_path).
+        UPDATE usage_history SET timestamp = v_when WHERE id = v_history;
+    END IF;
     RETURN json_build_object('outcome', 'released', 'allocation', row_to_json(v_alloc));
 END
 $$;

@@ -13,7 +13,7 @@ from uuid import UUID
 from django.db import DatabaseError, transaction
 
 from horizon_quota.errors import ServiceError
-from quotas.importing.document import LIMIT_FIELDS, QuotaKey, key_of
+from quotas.importing.document import QUOTA_FIELDS, QuotaKey, key_of
 from quotas.importing.plan import ImportPlan, Operation
 from quotas.locking import lock_quotas
 from quotas.models import Quota
@@ -120,7 +120,7 @@ def _apply(
             entity_id=operation.key.entity_id,
             resource_type=operation.key.resource_type,
             parent_id=ids[operation.parent] if operation.parent else None,
-            **{name: operation.new[name] for name in LIMIT_FIELDS},
+            **{name: operation.new[name] for name in QUOTA_FIELDS},
         )
         ids[operation.key] = quota.id
 
@@ -134,12 +134,12 @@ def _verify(plan: ImportPlan) -> None:
     actual = {
         key_of(quota): (
             key_of(by_id[quota.parent_id]) if quota.parent_id else None,
-            *(getattr(quota, name) for name in LIMIT_FIELDS),
+            *(getattr(quota, name) for name in QUOTA_FIELDS),
         )
         for quota in quotas
     }
     wanted = {
-        key: (target.parent, *(target.values[name] for name in LIMIT_FIELDS))
+        key: (target.parent, *(target.values[name] for name in QUOTA_FIELDS))
         for key, target in plan.targets.items()
     }
     if actual != wanted:

@@ -15,6 +15,10 @@ from quotas.rules import PARENT_ENTITY_TYPE, effective_limit
 FORMAT_VERSION = 1
 FORMATS = ("yaml", "json")
 LIMIT_FIELDS = ("limit_value", "soft_limit", "burst_limit", "overcommit_ratio")
+# A budget's settings (time-based resources, DESIGN §3a), left out of a document
+# when they are the defaults: no period, nothing carried over.
+BUDGET_FIELDS = ("period", "carryover_limit")
+QUOTA_FIELDS = (*LIMIT_FIELDS, *BUDGET_FIELDS)
 # The key that holds the quotas of each entity type, in document order.
 GROUPS = {
     "organizations": EntityType.ORGANIZATION,

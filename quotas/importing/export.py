@@ -31,6 +31,10 @@ def hierarchy_export() -> dict[str, Any]:
             if getattr(quota, name) is not None:
                 values[name] = amount_text(getattr(quota, name))
         values["overcommit_ratio"] = amount_text(quota.overcommit_ratio)
+        if quota.period != "none":
+            values["period"] = quota.period
+        if quota.carryover_limit:
+            values["carryover_limit"] = amount_text(quota.carryover_limit)
         values.update(groups(children.get(quota.id, [])))
         return values
 

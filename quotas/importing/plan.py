@@ -17,7 +17,7 @@ from horizon_quota.amounts import amount_text
 from quotas import rules
 from quotas.importing.document import (
     GROUPS,
-    LIMIT_FIELDS,
+    QUOTA_FIELDS,
     Problem,
     QuotaKey,
     TargetQuota,
@@ -26,6 +26,9 @@ from quotas.importing.document import (
 from quotas.importing.reader import _Reader
 from quotas.importing.text import hierarchy_parse
 from quotas.models import ApiKey, Quota, ResourceType
+
+# Budget settings at their defaults say nothing in a plan.
+_DEFAULTS = ("none", Decimal(0))
 
 
 @dataclass(frozen=True)
@@ -46,14 +49,14 @@ class Operation:
             under = f" under {_place(self.parent)}" if self.parent else ""
             values = ", ".join(
                 f"{name} {amount_text(self.new[name])}"
-                for name in LIMIT_FIELDS
-                if self.new[name] is not None
+                for name in QUOTA_FIELDS
+                if self.new[name] is not None and self.new[name] not in _DEFAULTS
             )
             text = f"create {self.key}{under}: {values}"
         elif self.action == "update":
             changes = ", ".join(
                 f"{name} {amount_text(self.old[name])} → {amount_text(self.new[name])}"
-                for name in LIMIT_FIELDS
+                for name in QUOTA_FIELDS
                 if name in self.new
             )
             text = f"update {self.key}: {changes}"
@@ -88,7 +91,9 @@ def hierarchy_import_plan(*, text: str, fmt: str) -> ImportPlan:
     document, problems = hierarchy_parse(text=text, fmt=fmt)
     if problems:
         return ImportPlan(problems=problems)
-    reader = _Reader(resource_types=ResourceType.objects.values_list("slug", flat=True))
+    reader = _Reader(
+        resource_types=dict(ResourceType.objects.values_list("slug", "kind"))
+    )
     reader.document(document)
     reader.family_rules()
     plan = ImportPlan(targets=reader.targets, problems=reader.problems)
@@ -118,14 +123,14 @@ def _plan_operations(plan: ImportPlan) -> None:
     # and created again: parent_id never changes (DESIGN §3).
     recreated: set[QuotaKey] = set()
     for target in sorted(plan.targets.values(), key=lambda t: t.depth):
-        new = {name: target.values[name] for name in LIMIT_FIELDS}
+        new = {name: target.values[name] for name in QUOTA_FIELDS}
         existing = current.get(target.key)
         note = ""
         if existing is not None:
             moved_from = parent_key(existing)
             if moved_from == target.parent and target.parent not in recreated:
-                old = {name: getattr(existing, name) for name in LIMIT_FIELDS}
-                changed = {n: new[n] for n in LIMIT_FIELDS if new[n] != old[n]}
+                old = {name: getattr(existing, name) for name in QUOTA_FIELDS}
+                changed = {n: new[n] for n in QUOTA_FIELDS if new[n] != old[n]}
                 if changed:
                     updates.append(
                         Operation(
@@ -157,7 +162,7 @@ def _plan_operations(plan: ImportPlan) -> None:
     for key, quota in current.items():
         if key in plan.targets and key not in recreated:
             continue
-        old = {name: getattr(quota, name) for name in LIMIT_FIELDS}
+        old = {name: getattr(quota, name) for name in QUOTA_FIELDS}
         deletes.append(
             Operation(
                 action="delete",
@@ -168,10 +173,11 @@ def _plan_operations(plan: ImportPlan) -> None:
                 note="(to re-create it)" if key in recreated else "",
             )
         )
-        if quota.used > 0:
+        # Held by active allocations (a budget's past consumption is history).
+        if quota.reserved > 0:
             target = plan.targets.get(key)
             message = (
-                f"{key} has {amount_text(quota.used)} in use in its subtree, so it "
+                f"{key} has {amount_text(quota.reserved)} in use in its subtree, so it "
                 + ("cannot move" if target else "cannot be deleted")
                 + ": release its allocations first."
             )
@@ -221,7 +227,9 @@ def _check_usage(
 ) -> None:
     # The service refuses to lower an effective limit below current usage without
     # force; say so now, with the others, rather than fail halfway.
-    effective = rules.effective_limit(new["limit_value"], new["overcommit_ratio"])
+    effective = rules.effective_limit(
+        new["limit_value"], new["overcommit_ratio"], existing.carried_over
+    )
     if rules.lowering_needs_force(
         old_effective=existing.effective_limit,
         new_effective=effective,

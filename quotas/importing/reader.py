@@ -21,11 +21,15 @@ from quotas.importing.document import (
     GROUP_OF,
     GROUPS,
     LIMIT_FIELDS,
+    QUOTA_FIELDS,
     Problem,
     QuotaKey,
     TargetQuota,
 )
 from quotas.importing.text import _Mapping
+from quotas.models import BudgetPeriod
+
+PERIODS = tuple(BudgetPeriod.values)
 
 # As the API takes it: 1.00–999.99, two decimal places (DESIGN §5).
 _RATIO_AMOUNT = {
@@ -39,8 +43,10 @@ _RATIO_AMOUNT = {
 class _Reader:
     """Walks a parsed document into TargetQuotas, collecting every problem."""
 
-    def __init__(self, *, resource_types: Iterable[str]):
-        self.resource_types = sorted(resource_types)
+    def __init__(self, *, resource_types: dict[str, str]):
+        # slug → kind (concurrent or time_based)
+        self.kinds = dict(resource_types)
+        self.resource_types = sorted(self.kinds)
         self.targets: dict[QuotaKey, TargetQuota] = {}
         self.problems: list[Problem] = []
 
@@ -220,6 +226,7 @@ class _Reader:
                 )
                 values[name] = None
                 readable = readable and name in ("soft_limit", "burst_limit")
+        readable = self._budget(spec, values, path=path, line=line) and readable
         target = TargetQuota(
             key=key,
             parent=parent.key if parent else None,
@@ -231,11 +238,19 @@ class _Reader:
             readable=readable,
         )
         if values["limit_value"] is not None:
-            for breach in rules.own_limit_breaches(
+            breaches = rules.own_limit_breaches(
                 limit_value=values["limit_value"],
                 soft_limit=values["soft_limit"],
                 burst_limit=values["burst_limit"],
-            ):
+            )
+            if values["carryover_limit"] is not None:
+                breaches += rules.budget_breaches(
+                    time_based=self.kinds.get(key.resource_type) == "time_based",
+                    period=values["period"],
+                    carryover_limit=values["carryover_limit"],
+                    limit_value=values["limit_value"],
+                )
+            for breach in breaches:
                 self.problems.append(target.problem(breach.message, name=breach.field))
         first = self.targets.get(key)
         if first is not None:
@@ -248,8 +263,42 @@ class _Reader:
         else:
             self.targets[key] = target
         self.groups(
-            spec, slug=key.resource_type, parent=target, path=path, skip=LIMIT_FIELDS
+            spec, slug=key.resource_type, parent=target, path=path, skip=QUOTA_FIELDS
         )
+
+    def _budget(self, spec, values: dict, *, path, line) -> bool:
+        """Read a quota's budget settings into ``values``; False when one is not
+        readable (the problem is recorded)."""
+        lines = spec.key_lines
+        period = spec.get("period")
+        values["period"] = "none"
+        readable = True
+        if period is not None:
+            text = period.strip().lower() if isinstance(period, str) else None
+            if text not in PERIODS:
+                self.problem(
+                    f"period {_shown(period)} is not valid: one of "
+                    f"{', '.join(PERIODS)}.",
+                    (*path, "period"),
+                    lines.get("period", line),
+                )
+                readable = False
+            else:
+                values["period"] = text
+        carryover = spec.get("carryover_limit")
+        values["carryover_limit"] = Decimal(0)
+        if carryover is not None:
+            try:
+                values["carryover_limit"] = parse_amount(carryover)
+            except AmountError as exc:
+                self.problem(
+                    f"carryover_limit {_shown(carryover)} is not valid: {exc}",
+                    (*path, "carryover_limit"),
+                    lines.get("carryover_limit", line),
+                )
+                values["carryover_limit"] = None
+                readable = False
+        return readable
 
     def family_rules(self) -> None:
         """A child's limit_value ≤ its parent's; the children's limits sum to ≤ the

@@ -6,7 +6,7 @@ from django.core.management.base import BaseCommand
 from django.db import DatabaseError
 
 from allocations.management.commands.reconcile_usage import positive_int
-from allocations.services import allocations_expire
+from allocations.services import allocations_expire, budgets_roll
 
 
 def positive_seconds(raw: str) -> float:
@@ -26,7 +26,9 @@ class Command(BaseCommand):
         "with status `expired` and an `expire` history row. Several copies may run "
         "at once: each allocation is expired, and counted, by exactly one. One pass, "
         "or with --loop a pass every SECONDS until SIGTERM or SIGINT (it stops "
-        "between batches). Exits 0, or 2 on a database error."
+        "between batches). Each pass also rolls over every budget whose period has "
+        "ended (as `roll_budgets` does), so reports and the admin stay right without "
+        "traffic. Exits 0, or 2 on a database error."
     )
 
     def add_arguments(self, parser):
@@ -61,7 +63,13 @@ class Command(BaseCommand):
                 if dry_run:
                     self.stdout.write(f"would expire {count} allocations (dry run)")
                 else:
-                    self.stdout.write(f"expired {count} allocations")
+                    rolled = budgets_roll(
+                        batch_size=batch_size, should_stop=stop.is_set
+                    )
+                    self.stdout.write(
+                        f"expired {count} allocations"
+                        + (f", rolled over {rolled} budgets" if rolled else "")
+                    )
                 # A supervisor reading our pipe sees each pass as it ends.
                 self.stdout.flush()
                 if loop is None or stop.wait(loop):
