@@ -51,7 +51,9 @@ def allocate_check_then_write(
             allocated_value=requested_value,
         )
         for quota in path:
-            Quota.objects.filter(id=quota.id).update(used=F("used") + requested_value)
+            Quota.objects.filter(id=quota.id).update(
+                reserved=F("reserved") + requested_value
+            )
     return allocation
 
 
@@ -67,7 +69,7 @@ def release_check_then_write(*, allocation_id):
         )
         for quota in quota_path(quota=Quota.objects.get(id=allocation.quota_id)):
             Quota.objects.filter(id=quota.id).update(
-                used=F("used") - allocation.allocated_value
+                reserved=F("reserved") - allocation.allocated_value
             )
     return allocation
 
@@ -82,7 +84,7 @@ def release_root_first(*, allocation_id):
         path = quota_path(quota=Quota.objects.get(id=allocation.quota_id))
         for quota in reversed(path):
             Quota.objects.filter(id=quota.id).update(
-                used=F("used") - allocation.allocated_value
+                reserved=F("reserved") - allocation.allocated_value
             )
             time.sleep(0.002)
         allocation.status = AllocationStatus.RELEASED
@@ -124,7 +126,9 @@ def allocations_expire_check_then_write():
             # that the double debits cause.
             for quota in quota_path(quota=Quota.objects.get(id=allocation.quota_id)):
                 Quota.objects.filter(id=quota.id).update(
-                    used=Greatest(F("used") - allocation.allocated_value, Decimal(0))
+                    reserved=Greatest(
+                        F("reserved") - allocation.allocated_value, Decimal(0)
+                    )
                 )
         expired += 1
     return expired
@@ -136,7 +140,9 @@ def usage_reconcile_from_report(*, root_id=None):
     drifts = usage_drift(root_id=root_id)
     time.sleep(0.01)
     for drift in drifts:
-        Quota.objects.filter(id=drift["quota_id"]).update(used=drift["actual"])
+        Quota.objects.filter(id=drift["quota_id"]).update(
+            reserved=drift["actual_reserved"], consumed=drift["actual_consumed"]
+        )
     return drifts
 
 

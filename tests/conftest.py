@@ -1,19 +1,18 @@
 import importlib
+import json
 from decimal import Decimal
 
 import pytest
+from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
-from quotas.access.keys import api_key_create
-from quotas.models import EntityType, ResourceType
-from tests.factories import QuotaFactory
+from quotas.models import ResourceType
+from tests.factories import QuotaFactory, TeamQuotaFactory, UserQuotaFactory
+from tests.helpers import client_for_role
 
 
 def _client_for(role: str) -> APIClient:
-    _, raw_key = api_key_create(name=f"test {role}", role=role)
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {raw_key}")
-    return client
+    return client_for_role(role, name=f"test {role}")
 
 
 @pytest.fixture
@@ -41,19 +40,30 @@ def viewer_client(db) -> APIClient:
 def tree(db):
     """org (limit 100) → team (60) → user (30), on gpu_hours."""
     org = QuotaFactory(entity_id="acme", limit_value=Decimal("100"))
-    team = QuotaFactory(
-        entity_type=EntityType.TEAM,
-        entity_id="research",
-        parent=org,
-        limit_value=Decimal("60"),
-    )
-    user = QuotaFactory(
-        entity_type=EntityType.USER,
-        entity_id="alice",
-        parent=team,
-        limit_value=Decimal("30"),
-    )
+    team = TeamQuotaFactory(entity_id="research", parent=org, limit_value=Decimal("60"))
+    user = UserQuotaFactory(entity_id="alice", parent=team, limit_value=Decimal("30"))
     return org, team, user
+
+
+@pytest.fixture
+def staff(db):
+    """A superuser for the Django admin."""
+    return get_user_model().objects.create_superuser("root", "root@example.com", "pw")
+
+
+@pytest.fixture
+def staff_client(client, staff):
+    """Django's test client, logged in to the admin as ``staff``."""
+    client.force_login(staff)
+    return client
+
+
+@pytest.fixture
+def schema(api_client, db) -> dict:
+    """The OpenAPI document the API serves."""
+    response = api_client.get("/api/schema/?format=json")
+    assert response.status_code == 200
+    return json.loads(response.content)
 
 
 @pytest.fixture(autouse=True)

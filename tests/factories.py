@@ -43,3 +43,16 @@ class ResourceTypeFactory(factory.django.DjangoModelFactory):
     name = factory.LazyAttribute(lambda o: o.slug.replace("_", " "))
     unit = "units"
     kind = ResourceType.Kind.CONCURRENT
+
+
+class TeamQuotaFactory(QuotaFactory):
+    """A team quota under ``parent`` (always given), on the parent's resource type."""
+
+    entity_type = EntityType.TEAM
+    resource_type = factory.LazyAttribute(lambda o: o.parent.resource_type)
+
+
+class UserQuotaFactory(TeamQuotaFactory):
+    """A user quota under ``parent`` (always given), on the parent's resource type."""
+
+    entity_type = EntityType.USER

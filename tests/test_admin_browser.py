@@ -45,7 +45,9 @@ def test_an_admin_edits_the_tree_and_sees_hierarchy_errors(live_server):
     user = QuotaFactory(
         entity_type="user", entity_id="alice", parent=team, limit_value=30
     )
-    Quota.objects.filter(id__in=[org.id, team.id, user.id]).update(used=Decimal("12"))
+    Quota.objects.filter(id__in=[org.id, team.id, user.id]).update(
+        reserved=Decimal("12")
+    )
     base = live_server.url
 
     with sync_playwright() as playwright:

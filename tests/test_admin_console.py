@@ -17,8 +17,9 @@ from allocations.models import Allocation, AllocationStatus, UsageHistory
 from allocations.selectors import usage_drift
 from horizon_quota.admin_paging import EstimatedCountPaginator
 from quotas import admin_console, rules
-from quotas.models import EntityType, Quota, ResourceType
-from tests.factories import QuotaFactory
+from quotas.models import Quota, ResourceType
+from tests.factories import QuotaFactory, TeamQuotaFactory, UserQuotaFactory
+from tests.helpers import admin_limits_form, allocate_on, used_of
 
 pytestmark = pytest.mark.django_db
 
@@ -26,25 +27,6 @@ QUOTAS = "/admin/quotas/quota/"
 ALLOCATIONS = "/admin/allocations/allocation/"
 HISTORY = "/admin/allocations/usagehistory/"
 BASE_TIME = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def staff_client(client):
-    user = get_user_model().objects.create_superuser("root", "root@example.com", "pw")
-    client.force_login(user)
-    return client
-
-
-def _allocate(quota: Quota, value: str) -> uuid.UUID:
-    """Allocate through the engine, so every level's books are real."""
-    result = allocation_services.allocation_create(
-        entity_type=quota.entity_type,
-        entity_id=quota.entity_id,
-        resource_type=quota.resource_type_id,
-        job_id=uuid.uuid4(),
-        requested_value=Decimal(value),
-    )
-    return result.allocation.id
 
 
 def _in_order(allocation_ids) -> None:
@@ -60,34 +42,8 @@ def _in_order(allocation_ids) -> None:
         )
 
 
-def _used(*quotas: Quota) -> list[Decimal]:
-    return [Quota.objects.get(id=quota.id).used for quota in quotas]
-
-
 def _rows(response) -> list[Quota]:
     return list(response.context["cl"].result_list)
-
-
-def _team(org, entity_id, limit="10", **fields):
-    return QuotaFactory(
-        entity_type=EntityType.TEAM,
-        entity_id=entity_id,
-        parent=org,
-        limit_value=Decimal(limit),
-        resource_type=org.resource_type,
-        **fields,
-    )
-
-
-def _user(team, entity_id, limit="5", **fields):
-    return QuotaFactory(
-        entity_type=EntityType.USER,
-        entity_id=entity_id,
-        parent=team,
-        limit_value=Decimal(limit),
-        resource_type=team.resource_type,
-        **fields,
-    )
 
 
 # --- the tree ------------------------------------------------------------------------
@@ -101,14 +57,26 @@ def forest(db):
     acme = QuotaFactory(entity_id="acme")
     globex = QuotaFactory(entity_id="globex")
     disks = QuotaFactory(entity_id="disks", resource_type=storage)
-    research = _team(acme, "research")
-    sales = _team(globex, "sales")
-    platform = _team(acme, "platform")
-    alice = _user(research, "alice")
-    archive = _team(disks, "archive")
-    bob = _user(platform, "bob")
-    carol = _user(research, "carol")
-    dan = _user(sales, "dan")
+    research = TeamQuotaFactory(
+        parent=acme, entity_id="research", limit_value=Decimal("10")
+    )
+    sales = TeamQuotaFactory(
+        parent=globex, entity_id="sales", limit_value=Decimal("10")
+    )
+    platform = TeamQuotaFactory(
+        parent=acme, entity_id="platform", limit_value=Decimal("10")
+    )
+    alice = UserQuotaFactory(
+        parent=research, entity_id="alice", limit_value=Decimal("5")
+    )
+    archive = TeamQuotaFactory(
+        parent=disks, entity_id="archive", limit_value=Decimal("10")
+    )
+    bob = UserQuotaFactory(parent=platform, entity_id="bob", limit_value=Decimal("5"))
+    carol = UserQuotaFactory(
+        parent=research, entity_id="carol", limit_value=Decimal("5")
+    )
+    dan = UserQuotaFactory(parent=sales, entity_id="dan", limit_value=Decimal("5"))
     return {
         quota.entity_id: quota
         for quota in [
@@ -180,7 +148,7 @@ def test_the_changelist_loads_its_stylesheet(staff_client, forest):
 def test_every_row_has_a_usage_bar_with_its_soft_and_hard_marks(staff_client, tree):
     org, team, user = tree
     Quota.objects.filter(id=team.id).update(soft_limit=Decimal("15"))
-    _allocate(user, "20")
+    allocate_on(user, "20")
 
     html = staff_client.get(QUOTAS).content.decode()
 
@@ -262,12 +230,12 @@ def loaded(tree):
     a second organization on storage_gb untouched."""
     org, team, alice = tree
     Quota.objects.filter(id=team.id).update(soft_limit=Decimal("20"))
-    bob = _user(team, "bob", limit="10")
+    bob = UserQuotaFactory(parent=team, entity_id="bob", limit_value=Decimal("10"))
     storage = QuotaFactory(
         entity_id="disks", resource_type=ResourceType.objects.get(slug="storage_gb")
     )
-    _allocate(alice, "15")
-    _allocate(bob, "10")
+    allocate_on(alice, "15")
+    allocate_on(bob, "10")
     return {"org": org, "team": team, "alice": alice, "bob": bob, "storage": storage}
 
 
@@ -361,8 +329,8 @@ def test_the_children_link_lists_them_in_the_tree_view(staff_client, loaded):
 def test_the_change_page_shows_active_allocations_and_history(staff_client, loaded):
     alice = loaded["alice"]
     first = Allocation.objects.get(quota_id=alice.id).id
-    second = _allocate(alice, "2")
-    released = Allocation.objects.get(id=_allocate(alice, "1"))
+    second = allocate_on(alice, "2").id
+    released = Allocation.objects.get(id=allocate_on(alice, "1").id)
     allocation_services.allocation_release(allocation_id=released.id)
     _in_order([first, second, released.id])
 
@@ -389,7 +357,7 @@ def test_the_change_page_shows_active_allocations_and_history(staff_client, load
 def test_panels_show_a_bounded_number_of_rows(staff_client, tree):
     org, team, user = tree
     for _ in range(admin_console.PANEL_ROWS + 3):
-        _allocate(user, "1")
+        allocate_on(user, "1")
 
     html = staff_client.get(f"{QUOTAS}{user.id}/change/").content.decode()
 
@@ -408,13 +376,7 @@ def test_the_change_page_shows_recent_audit_changes(staff_client, tree):
 
     saved = staff_client.post(
         f"{QUOTAS}{team.id}/change/",
-        {
-            "limit_value": "70",
-            "soft_limit": "",
-            "burst_limit": "",
-            "overcommit_ratio": "1",
-            "reason": "more GPUs for the paper deadline",
-        },
+        admin_limits_form("70", reason="more GPUs for the paper deadline"),
     )
     html = staff_client.get(f"{QUOTAS}{team.id}/change/").content.decode()
 
@@ -430,12 +392,7 @@ def test_a_hierarchy_error_keeps_the_panels(staff_client, tree):
 
     response = staff_client.post(
         f"{QUOTAS}{user.id}/change/",
-        {
-            "limit_value": "80",
-            "soft_limit": "",
-            "burst_limit": "",
-            "overcommit_ratio": "1",
-        },
+        admin_limits_form("80"),
     )
 
     html = response.content.decode()
@@ -451,11 +408,11 @@ def test_a_hierarchy_error_keeps_the_panels(staff_client, tree):
 def booked(tree):
     """alice holds three active allocations and one released; bob one active."""
     org, team, alice = tree
-    bob = _user(team, "bob", limit="10")
-    ids = [_allocate(alice, value) for value in ("5", "7", "4")]
-    gone = _allocate(alice, "3")
+    bob = UserQuotaFactory(parent=team, entity_id="bob", limit_value=Decimal("10"))
+    ids = [allocate_on(alice, value).id for value in ("5", "7", "4")]
+    gone = allocate_on(alice, "3").id
     allocation_services.allocation_release(allocation_id=gone)
-    bobs = _allocate(bob, "2")
+    bobs = allocate_on(bob, "2").id
     _in_order([*ids, gone, bobs])
     return {
         "org": org,
@@ -484,14 +441,14 @@ def _release(client, ids, **extra):
 def test_releasing_selected_allocations_restores_every_level(staff_client, booked):
     org, team, alice = booked["org"], booked["team"], booked["alice"]
     first, second, kept = booked["active"]
-    assert _used(org, team, alice) == [Decimal("18")] * 2 + [Decimal("16")]
+    assert used_of(org, team, alice) == [Decimal("18")] * 2 + [Decimal("16")]
 
     response = _release(staff_client, [first, second, booked["released"]])
 
     messages = [str(m) for m in response.context["messages"]]
     assert messages == ["2 released, 1 already released."]
     # 5 + 7 came back at the user, the team and the organization.
-    assert _used(org, team, alice) == [Decimal("6"), Decimal("6"), Decimal("4")]
+    assert used_of(org, team, alice) == [Decimal("6"), Decimal("6"), Decimal("4")]
     assert set(
         Allocation.objects.filter(status=AllocationStatus.ACTIVE).values_list(
             "id", flat=True
@@ -646,7 +603,7 @@ def test_history_is_searched_by_job_and_entity(staff_client, booked):
 
 def test_history_of_a_deleted_quota_is_still_listed(staff_client, tree):
     org, team, user = tree
-    allocation_id = _allocate(user, "1")
+    allocation_id = allocate_on(user, "1").id
     allocation_services.allocation_release(allocation_id=allocation_id)
     user_id = user.id
     Quota.objects.filter(id=user_id).delete()
@@ -743,10 +700,20 @@ def crowd(request, db):
     allocations (and so N history rows)."""
     size = request.param
     org = QuotaFactory(entity_id="big", limit_value=Decimal("100000"))
-    teams = [_team(org, f"team-{i:03}", limit="100") for i in range(size)]
-    users = [_user(teams[0], f"user-{i:03}", limit="50") for i in range(size)]
+    teams = [
+        TeamQuotaFactory(
+            parent=org, entity_id=f"team-{i:03}", limit_value=Decimal("100")
+        )
+        for i in range(size)
+    ]
+    users = [
+        UserQuotaFactory(
+            parent=teams[0], entity_id=f"user-{i:03}", limit_value=Decimal("50")
+        )
+        for i in range(size)
+    ]
     for _ in range(size):
-        _allocate(users[0], "0.1")
+        allocate_on(users[0], "0.1")
     return {"org": org, "team": teams[0], "user": users[0], "size": size}
 
 

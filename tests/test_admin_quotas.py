@@ -3,32 +3,23 @@
 from decimal import Decimal
 
 import pytest
-from django.contrib.auth import get_user_model
 
 from quotas.models import EntityType, Quota
 from tests.factories import QuotaFactory
+from tests.helpers import admin_limits_form
 
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def staff_client(client):
-    user = get_user_model().objects.create_superuser("root", "root@example.com", "pw")
-    client.force_login(user)
-    return client
-
-
 def _form(**overrides):
-    form = {
-        "entity_type": "team",
-        "entity_id": "research",
-        "resource_type": "gpu_hours",
-        "parent": "",
-        "limit_value": "10",
-        "soft_limit": "",
-        "burst_limit": "",
-        "overcommit_ratio": "1",
-    }
+    """The add form for team research, limit 10, without a parent unless told."""
+    form = admin_limits_form(
+        "10",
+        entity_type="team",
+        entity_id="research",
+        resource_type="gpu_hours",
+        parent="",
+    )
     form.update(overrides)
     return form
 
@@ -79,12 +70,7 @@ def test_changing_a_limit_goes_through_the_service(staff_client, tree):
 
     response = staff_client.post(
         f"/admin/quotas/quota/{team.id}/change/",
-        {
-            "limit_value": "70",
-            "soft_limit": "",
-            "burst_limit": "",
-            "overcommit_ratio": "1",
-        },
+        admin_limits_form("70"),
     )
 
     assert response.status_code == 302
@@ -98,12 +84,7 @@ def test_lowering_a_parent_below_its_child_is_a_form_error(staff_client, tree):
 
     response = staff_client.post(
         f"/admin/quotas/quota/{team.id}/change/",
-        {
-            "limit_value": "20",
-            "soft_limit": "",
-            "burst_limit": "",
-            "overcommit_ratio": "1",
-        },
+        admin_limits_form("20"),
     )
 
     assert response.status_code == 200
@@ -114,13 +95,8 @@ def test_lowering_a_parent_below_its_child_is_a_form_error(staff_client, tree):
 
 def test_lowering_below_usage_needs_force(staff_client, tree):
     org, team, user = tree
-    Quota.objects.filter(id=user.id).update(used=Decimal("25"))
-    form = {
-        "limit_value": "20",
-        "soft_limit": "",
-        "burst_limit": "",
-        "overcommit_ratio": "1",
-    }
+    Quota.objects.filter(id=user.id).update(reserved=Decimal("25"))
+    form = admin_limits_form("20")
 
     refused = staff_client.post(f"/admin/quotas/quota/{user.id}/change/", form)
     forced = staff_client.post(
@@ -148,7 +124,7 @@ def test_deleting_a_quota_with_children_is_refused_not_a_500(staff_client, tree)
 
 def test_deleting_a_quota_with_active_usage_shows_the_service_error(staff_client, tree):
     org, team, user = tree
-    Quota.objects.filter(id=user.id).update(used=Decimal("5"))
+    Quota.objects.filter(id=user.id).update(reserved=Decimal("5"))
 
     response = staff_client.post(
         f"/admin/quotas/quota/{user.id}/delete/", {"post": "yes"}, follow=True

@@ -3,17 +3,23 @@ the path without writing anything, and always in agreement with allocate itself
 (DESIGN §3 Check, §5, §9 "/check using a different rule than allocate").
 """
 
-import json
 from decimal import Decimal
-from uuid import uuid4
 
 import pytest
 
-from allocations.models import Allocation, UsageHistory
 from quotas.models import Quota
+from tests.helpers import (
+    LEVEL_FIELDS,
+    allocate,
+    allocation_body,
+    assert_books_unchanged,
+    assert_error,
+    books,
+    exact,
+    set_fields,
+)
 
 CHECK = "/api/v1/allocations/check"
-ALLOCATIONS = "/api/v1/allocations"
 CHECK_FIELDS = {
     "allowed",
     "available",
@@ -23,24 +29,12 @@ CHECK_FIELDS = {
     "blocking_quota_id",
     "levels",
 }
-LEVEL_FIELDS = {
-    "quota_id",
-    "entity_type",
-    "entity_id",
-    "cap",
-    "used",
-    "available",
-    "allowed",
-}
 
 
 def _request(**overrides) -> dict:
-    body = {
-        "entity_type": "user",
-        "entity_id": "alice",
-        "resource_type": "gpu_hours",
-        "requested_value": 10,
-    }
+    """A check request: an allocate request without the job id (unless given)."""
+    body = allocation_body()
+    del body["job_id"]
     body.update(overrides)
     return body
 
@@ -49,60 +43,19 @@ def _check(client, **overrides):
     return client.post(CHECK, _request(**overrides), format="json")
 
 
-def _allocate(client, **overrides):
-    return client.post(
-        ALLOCATIONS, _request(job_id=str(uuid4()), **overrides), format="json"
-    )
-
-
-def _exact(response) -> dict:
-    return json.loads(response.content, parse_float=Decimal)
-
-
-def _books() -> dict:
-    return {
-        "quotas": list(Quota.objects.order_by("id").values()),
-        "allocations": list(Allocation.objects.order_by("id").values()),
-        "history": list(UsageHistory.objects.order_by("id").values()),
-    }
-
-
-def _assert_unchanged(before: dict) -> None:
-    after = _books()
-    assert [(row["id"], row["used"]) for row in after["quotas"]] == [
-        (row["id"], row["used"]) for row in before["quotas"]
-    ]
-    assert len(after["allocations"]) == len(before["allocations"])
-    assert len(after["history"]) == len(before["history"])
-    assert after == before
-
-
-def _assert_error(response, status: int, kind: str) -> dict:
-    assert response.status_code == status
-    body = _exact(response)
-    assert body["error"] == kind
-    assert body["message"]
-    return body
-
-
-def _set(quota, **values) -> None:
-    # Test state: limits set on the row directly, within the model's constraints.
-    Quota.objects.filter(id=quota.id).update(**values)
-
-
 # --- Allowed -------------------------------------------------------------------------
 
 
 def test_it_allows_what_fits_and_reports_every_level_leaf_first(scheduler_client, tree):
     org, team, user = tree
-    _allocate(
+    allocate(
         scheduler_client, entity_type="team", entity_id="research", requested_value=5
     )
 
     response = _check(scheduler_client, requested_value="12.5")
 
     assert response.status_code == 200
-    body = _exact(response)
+    body = exact(response)
     assert set(body) == CHECK_FIELDS
     assert body["allowed"] is True
     assert body["requested"] == Decimal("12.5")
@@ -143,11 +96,11 @@ def test_it_allows_what_fits_and_reports_every_level_leaf_first(scheduler_client
 
 def test_available_is_the_headroom_of_the_tightest_level(scheduler_client, tree):
     org, team, user = tree
-    _allocate(
+    allocate(
         scheduler_client, entity_type="team", entity_id="research", requested_value=45
     )
 
-    body = _exact(_check(scheduler_client, requested_value=1))
+    body = exact(_check(scheduler_client, requested_value=1))
 
     # Alice has 30 of her own, her team only 15 left.
     assert body["allowed"] is True
@@ -155,7 +108,7 @@ def test_available_is_the_headroom_of_the_tightest_level(scheduler_client, tree)
 
 
 def test_it_allows_exactly_up_to_the_cap(scheduler_client, tree):
-    body = _exact(_check(scheduler_client, requested_value=30))
+    body = exact(_check(scheduler_client, requested_value=30))
 
     assert body["allowed"] is True
     assert body["levels"][0]["allowed"] is True
@@ -170,7 +123,7 @@ def test_it_refuses_past_the_leaf_and_names_it(scheduler_client, tree):
     response = _check(scheduler_client, requested_value="30.0001")
 
     assert response.status_code == 200
-    body = _exact(response)
+    body = exact(response)
     assert body["allowed"] is False
     assert body["requested"] == Decimal("30.0001")
     assert body["available"] == 30
@@ -181,9 +134,9 @@ def test_it_refuses_past_the_leaf_and_names_it(scheduler_client, tree):
 
 def test_it_names_the_team_when_only_the_team_refuses(scheduler_client, tree):
     org, team, user = tree
-    _set(user, burst_limit=Decimal("100"))
+    set_fields(user, burst_limit=Decimal("100"))
 
-    body = _exact(_check(scheduler_client, requested_value=61, allow_burst=True))
+    body = exact(_check(scheduler_client, requested_value=61, allow_burst=True))
 
     assert body["allowed"] is False
     assert body["blocking_quota_id"] == str(team.id)
@@ -193,14 +146,14 @@ def test_it_names_the_team_when_only_the_team_refuses(scheduler_client, tree):
 
 def test_it_names_the_org_when_only_the_org_refuses(scheduler_client, tree):
     org, team, user = tree
-    _allocate(
+    allocate(
         scheduler_client,
         entity_type="organization",
         entity_id="acme",
         requested_value=80,
     )
 
-    body = _exact(_check(scheduler_client, requested_value=25))
+    body = exact(_check(scheduler_client, requested_value=25))
 
     assert body["allowed"] is False
     assert body["blocking_quota_id"] == str(org.id)
@@ -214,7 +167,7 @@ def test_it_names_the_org_when_only_the_org_refuses(scheduler_client, tree):
 def test_it_names_the_first_refusing_level_leaf_first(scheduler_client, tree):
     org, team, user = tree
 
-    body = _exact(_check(scheduler_client, requested_value=500))
+    body = exact(_check(scheduler_client, requested_value=500))
 
     assert body["allowed"] is False
     assert body["blocking_quota_id"] == str(user.id)
@@ -225,13 +178,13 @@ def test_a_forced_lowering_below_usage_shows_as_refused(
     scheduler_client, admin_client_api, tree
 ):
     org, team, user = tree
-    _allocate(scheduler_client, requested_value=20)
+    allocate(scheduler_client, requested_value=20)
     lowered = admin_client_api.patch(
         f"/api/v1/quotas/{user.id}?force=true", {"limit_value": 10}, format="json"
     )
     assert lowered.status_code == 200
 
-    body = _exact(_check(scheduler_client, requested_value=1))
+    body = exact(_check(scheduler_client, requested_value=1))
 
     assert body["allowed"] is False
     assert body["blocking_quota_id"] == str(user.id)
@@ -244,10 +197,10 @@ def test_a_forced_lowering_below_usage_shows_as_refused(
 
 def test_bursting_raises_the_cap_only_when_asked(scheduler_client, tree):
     org, team, user = tree
-    _set(user, burst_limit=Decimal("40"))
+    set_fields(user, burst_limit=Decimal("40"))
 
-    plain = _exact(_check(scheduler_client, requested_value=35))
-    burst = _exact(_check(scheduler_client, requested_value=35, allow_burst=True))
+    plain = exact(_check(scheduler_client, requested_value=35))
+    burst = exact(_check(scheduler_client, requested_value=35, allow_burst=True))
 
     assert plain["allowed"] is False
     assert plain["levels"][0]["cap"] == 30
@@ -257,12 +210,12 @@ def test_bursting_raises_the_cap_only_when_asked(scheduler_client, tree):
 
 def test_the_cap_is_multiplied_by_the_overcommit_ratio(scheduler_client, tree):
     org, team, user = tree
-    _set(team, limit_value=Decimal("100"))
-    _set(user, burst_limit=Decimal("40"), overcommit_ratio=Decimal("1.5"))
+    set_fields(team, limit_value=Decimal("100"))
+    set_fields(user, burst_limit=Decimal("40"), overcommit_ratio=Decimal("1.5"))
 
-    plain = _exact(_check(scheduler_client, requested_value=45))
-    burst = _exact(_check(scheduler_client, requested_value=60, allow_burst=True))
-    past = _exact(_check(scheduler_client, requested_value="60.0001", allow_burst=True))
+    plain = exact(_check(scheduler_client, requested_value=45))
+    burst = exact(_check(scheduler_client, requested_value=60, allow_burst=True))
+    past = exact(_check(scheduler_client, requested_value="60.0001", allow_burst=True))
 
     assert plain["allowed"] is True
     assert plain["levels"][0]["cap"] == 45
@@ -274,10 +227,10 @@ def test_the_cap_is_multiplied_by_the_overcommit_ratio(scheduler_client, tree):
 
 def test_it_warns_when_the_allocation_would_cross_a_soft_limit(scheduler_client, tree):
     org, team, user = tree
-    _set(user, soft_limit=Decimal("20"))
+    set_fields(user, soft_limit=Decimal("20"))
 
-    crossing = _exact(_check(scheduler_client, requested_value=25))
-    within = _exact(_check(scheduler_client, requested_value=20))
+    crossing = exact(_check(scheduler_client, requested_value=25))
+    within = exact(_check(scheduler_client, requested_value=20))
 
     assert crossing["allowed"] is True
     assert len(crossing["warnings"]) == 1
@@ -287,11 +240,11 @@ def test_it_warns_when_the_allocation_would_cross_a_soft_limit(scheduler_client,
 
 def test_its_warnings_match_the_allocation_it_predicts(scheduler_client, tree):
     org, team, user = tree
-    _set(user, soft_limit=Decimal("10"))
-    _set(org, soft_limit=Decimal("15"))
+    set_fields(user, soft_limit=Decimal("10"))
+    set_fields(org, soft_limit=Decimal("15"))
 
-    check = _exact(_check(scheduler_client, requested_value=20))
-    granted = _exact(_allocate(scheduler_client, requested_value=20))
+    check = exact(_check(scheduler_client, requested_value=20))
+    granted = exact(allocate(scheduler_client, requested_value=20))
 
     assert len(check["warnings"]) == 2
     assert check["warnings"] == granted["warnings"]
@@ -301,20 +254,20 @@ def test_its_warnings_match_the_allocation_it_predicts(scheduler_client, tree):
 
 
 def test_it_writes_nothing(scheduler_client, tree):
-    _allocate(scheduler_client, requested_value=10)
-    before = _books()
+    allocate(scheduler_client, requested_value=10)
+    before = books()
 
     allowed = _check(scheduler_client, requested_value=5)
     refused = _check(scheduler_client, requested_value=50)
 
     assert allowed.json()["allowed"] is True
     assert refused.json()["allowed"] is False
-    _assert_unchanged(before)
+    assert_books_unchanged(before)
 
 
 def test_checking_twice_gives_the_same_answer(scheduler_client, tree):
-    first = _exact(_check(scheduler_client, requested_value=29))
-    second = _exact(_check(scheduler_client, requested_value=29))
+    first = exact(_check(scheduler_client, requested_value=29))
+    second = exact(_check(scheduler_client, requested_value=29))
 
     assert first == second
 
@@ -346,13 +299,13 @@ def busy_tree(request, scheduler_client, tree):
     org-bound: alice holds 10, the org holds 75 (its headroom 15, 35 bursting).
     """
     org, team, user = tree
-    _set(user, burst_limit=Decimal("40"))
-    _set(org, burst_limit=Decimal("120"))
-    _set(team, overcommit_ratio=Decimal("1.5"))
+    set_fields(user, burst_limit=Decimal("40"))
+    set_fields(org, burst_limit=Decimal("120"))
+    set_fields(team, overcommit_ratio=Decimal("1.5"))
     org_usage = 50 if request.param == "user-bound" else 75
-    assert _allocate(scheduler_client, requested_value=10).status_code == 201
+    assert allocate(scheduler_client, requested_value=10).status_code == 201
     assert (
-        _allocate(
+        allocate(
             scheduler_client,
             entity_type="organization",
             entity_id="acme",
@@ -368,19 +321,19 @@ def busy_tree(request, scheduler_client, tree):
 def test_the_check_agrees_with_allocate(
     scheduler_client, busy_tree, amount, allow_burst
 ):
-    before = _books()
+    before = books()
 
-    check = _exact(
+    check = exact(
         _check(scheduler_client, requested_value=amount, allow_burst=allow_burst)
     )
-    _assert_unchanged(before)
-    allocate = _allocate(
+    assert_books_unchanged(before)
+    allocated = allocate(
         scheduler_client, requested_value=amount, allow_burst=allow_burst
     )
 
     if check["allowed"]:
-        assert allocate.status_code == 201
-        granted = _exact(allocate)
+        assert allocated.status_code == 201
+        granted = exact(allocated)
         assert granted["warnings"] == check["warnings"]
         assert [level["quota_id"] for level in granted["levels"]] == [
             level["quota_id"] for level in check["levels"]
@@ -389,11 +342,11 @@ def test_the_check_agrees_with_allocate(
             level["used"] + Decimal(amount) for level in check["levels"]
         ]
     else:
-        refused = _assert_error(allocate, 429, "resource_exhausted")
+        refused = assert_error(allocated, 429, "resource_exhausted")
         assert refused["blocking_quota_id"] == check["blocking_quota_id"]
         assert refused["message"] == check["reason"]
         assert refused["levels"] == check["levels"]
-        _assert_unchanged(before)
+        assert_books_unchanged(before)
 
 
 def test_the_boundaries_fall_where_the_caps_say(scheduler_client, busy_tree):
@@ -421,13 +374,13 @@ def test_the_boundaries_fall_where_the_caps_say(scheduler_client, busy_tree):
     [0, "0", -1, "-0.5", "1.00001", "NaN", "Infinity", "1e3", "abc", None, True],
 )
 def test_it_refuses_a_bad_requested_value(scheduler_client, tree, value):
-    before = _books()
+    before = books()
 
     response = _check(scheduler_client, requested_value=value)
 
-    body = _assert_error(response, 400, "invalid_input")
+    body = assert_error(response, 400, "invalid_input")
     assert body["fields"]["requested_value"]
-    _assert_unchanged(before)
+    assert_books_unchanged(before)
 
 
 @pytest.mark.parametrize(
@@ -439,12 +392,12 @@ def test_it_refuses_a_request_missing_a_required_field(scheduler_client, tree, f
 
     response = scheduler_client.post(CHECK, request, format="json")
 
-    body = _assert_error(response, 400, "invalid_input")
+    body = assert_error(response, 400, "invalid_input")
     assert body["fields"][field]
 
 
 def test_it_refuses_an_unknown_entity_type(scheduler_client, tree):
-    body = _assert_error(
+    body = assert_error(
         _check(scheduler_client, entity_type="project"), 400, "invalid_input"
     )
     assert body["fields"]["entity_type"]
@@ -455,7 +408,7 @@ def test_it_refuses_an_unknown_resource_type_listing_the_valid_slugs(
 ):
     response = _check(scheduler_client, resource_type="tpu_hours")
 
-    body = _assert_error(response, 400, "invalid_input")
+    body = assert_error(response, 400, "invalid_input")
     for slug in [
         "concurrent_gpus",
         "cpu_hours",
@@ -467,12 +420,12 @@ def test_it_refuses_an_unknown_resource_type_listing_the_valid_slugs(
 
 
 def test_it_answers_404_for_an_entity_without_a_quota(scheduler_client, tree):
-    before = _books()
+    before = books()
 
     response = _check(scheduler_client, entity_id="bob")
 
-    _assert_error(response, 404, "not_found")
-    _assert_unchanged(before)
+    assert_error(response, 404, "not_found")
+    assert_books_unchanged(before)
 
 
 def test_the_entity_type_is_matched_case_insensitively(scheduler_client, tree):
@@ -495,7 +448,7 @@ def test_a_job_id_in_the_request_is_ignored(scheduler_client, tree):
 
 
 def test_a_viewer_may_not_check(viewer_client, tree):
-    _assert_error(_check(viewer_client), 403, "forbidden")
+    assert_error(_check(viewer_client), 403, "forbidden")
 
 
 def test_an_admin_may_check(admin_client_api, tree):
@@ -503,4 +456,4 @@ def test_an_admin_may_check(admin_client_api, tree):
 
 
 def test_it_needs_an_api_key(api_client, tree):
-    _assert_error(_check(api_client), 401, "unauthorized")
+    assert_error(_check(api_client), 401, "unauthorized")

@@ -13,38 +13,18 @@ import uuid
 from decimal import Decimal
 
 import pytest
-from django.db import OperationalError, connection
+from django.db import IntegrityError, OperationalError, connection
 
 from allocations import services
 from allocations.exceptions import AlreadyReleased, QuotaExceeded
 from allocations.models import Allocation, AllocationStatus
-from allocations.selectors import orphan_allocations, usage_drift
-from quotas.models import EntityType, Quota
+from quotas.models import Quota
 from tests import broken
-from tests.concurrency import run_in_threads
-from tests.factories import QuotaFactory
+from tests.concurrency import outcomes, run_in_threads
+from tests.factories import QuotaFactory, TeamQuotaFactory, UserQuotaFactory
+from tests.helpers import allocate_direct, allocate_on, assert_p1, assert_p2, mixed_tree
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.concurrency]
-
-
-def assert_p1():
-    over = [q for q in Quota.objects.all() if q.used > q.effective_limit]
-    assert over == [], f"levels above their cap: {over}"
-
-
-def assert_p2():
-    assert usage_drift() == []
-    assert orphan_allocations() == []
-
-
-def _user(team, name, limit="3", ratio="10"):
-    return QuotaFactory(
-        entity_type=EntityType.USER,
-        entity_id=name,
-        parent=team,
-        limit_value=Decimal(limit),
-        overcommit_ratio=Decimal(ratio),
-    )
 
 
 # --- (a) 32 threads x 20 allocations of 1 under a team whose limit is 100 -----------
@@ -53,18 +33,22 @@ THREADS_A, PER_THREAD_A = 32, 20
 
 
 def _fill_the_team(allocate):
+    """Each thread's counts of granted and refused allocations, and the team."""
     org = QuotaFactory(entity_id="org", limit_value=Decimal("1000"))
-    team = QuotaFactory(
-        entity_type=EntityType.TEAM,
-        entity_id="team",
-        parent=org,
-        limit_value=Decimal("100"),
-    )
+    team = TeamQuotaFactory(entity_id="team", parent=org, limit_value=Decimal("100"))
     # Users' caps add up to 960, so the team is the level that binds.
-    users = [_user(team, f"user-{i}") for i in range(THREADS_A)]
+    users = [
+        UserQuotaFactory(
+            entity_id=f"user-{i}",
+            parent=team,
+            limit_value=Decimal("3"),
+            overcommit_ratio=Decimal("10"),
+        )
+        for i in range(THREADS_A)
+    ]
 
     def work(index):
-        granted = 0
+        counts = {"granted": 0, "refused": 0}
         for _ in range(PER_THREAD_A):
             try:
                 allocate(
@@ -74,21 +58,24 @@ def _fill_the_team(allocate):
                     job_id=uuid.uuid4(),
                     requested_value=Decimal("1"),
                 )
-                granted += 1
+                counts["granted"] += 1
             except QuotaExceeded:
-                pass
-        return granted
+                counts["refused"] += 1
+        return counts
 
-    results = run_in_threads(THREADS_A, work)
-    assert all(isinstance(r, int) for r in results), results
+    # A refusal is counted in its thread; any other exception ends the thread.
+    counts, _ = outcomes(run_in_threads(THREADS_A, work))
+    assert len(counts) == THREADS_A
+    assert all(c["granted"] + c["refused"] == PER_THREAD_A for c in counts), counts
     team.refresh_from_db()
-    return sum(results), team
+    return counts, team
 
 
 def test_a_exactly_the_teams_limit_is_granted():
-    granted, team = _fill_the_team(services.allocation_create)
+    counts, team = _fill_the_team(services.allocation_create)
 
-    assert granted == 100
+    assert sum(c["granted"] for c in counts) == 100
+    assert sum(c["refused"] for c in counts) == THREADS_A * PER_THREAD_A - 100
     assert team.used == Decimal("100")
     assert Allocation.objects.filter(status=AllocationStatus.ACTIVE).count() == 100
     assert_p1()
@@ -96,9 +83,9 @@ def test_a_exactly_the_teams_limit_is_granted():
 
 
 def test_a_broken_check_then_write_overfills_the_team():
-    granted, team = _fill_the_team(broken.allocate_check_then_write)
+    counts, team = _fill_the_team(broken.allocate_check_then_write)
 
-    assert granted > 100
+    assert sum(c["granted"] for c in counts) > 100
     assert team.used > team.effective_limit
 
 
@@ -106,53 +93,58 @@ def test_a_broken_check_then_write_overfills_the_team():
 
 
 def _release_many_times(release):
+    """24 threads release one allocation of 7 at once: what each returned or
+    raised, and the allocation's id."""
     org = QuotaFactory(limit_value=Decimal("100"))
-    team = QuotaFactory(
-        entity_type=EntityType.TEAM, parent=org, limit_value=Decimal("50")
+    team = TeamQuotaFactory(parent=org, limit_value=Decimal("50"))
+    user = UserQuotaFactory(
+        entity_id="u",
+        parent=team,
+        limit_value=Decimal("10"),
+        overcommit_ratio=Decimal("1"),
     )
-    user = _user(team, "u", limit="10", ratio="1")
-    allocation = services.allocation_create(
-        entity_type="user",
-        entity_id=user.entity_id,
-        resource_type="gpu_hours",
-        job_id=uuid.uuid4(),
-        requested_value=Decimal("7"),
-    ).allocation
+    allocation = allocate_on(user, "7")
 
     results = run_in_threads(24, lambda i: release(allocation_id=allocation.id))
-    successes = [r for r in results if not isinstance(r, BaseException)]
-    refusals = [r for r in results if isinstance(r, AlreadyReleased)]
-    return successes, refusals, results
+    return results, allocation.id
 
 
 def test_b_exactly_one_release_succeeds():
-    successes, refusals, _ = _release_many_times(services.allocation_release)
+    results, allocation_id = _release_many_times(services.allocation_release)
 
-    assert len(successes) == 1
-    assert len(refusals) == 23
+    released, refused = outcomes(results, AlreadyReleased)
+    assert len(released) == 1
+    assert released[0].id == allocation_id
+    assert len(refused) == 23
     assert set(Quota.objects.values_list("used", flat=True)) == {Decimal("0")}
     assert_p2()
 
 
 def test_b_broken_release_succeeds_more_than_once():
-    successes, _, results = _release_many_times(broken.release_check_then_write)
+    results, _ = _release_many_times(broken.release_check_then_write)
 
-    # Several callers were told "released", and the books were debited more than
-    # once (or the database's used >= 0 constraint stopped a debit mid-way).
-    assert len(successes) > 1 or any(
-        isinstance(r, Exception) and not isinstance(r, AlreadyReleased) for r in results
-    )
+    # Late callers are told "already released"; the rest got past the status check.
+    # Several of those were told "released", and the books were debited more than
+    # once, or the database's used >= 0 constraint stopped a second debit mid-way.
+    released, refused = outcomes(results, AlreadyReleased, IntegrityError)
+    debits_refused = [r for r in refused if isinstance(r, IntegrityError)]
+    assert len(released) > 1 or debits_refused, results
 
 
 # --- (c) one identical allocate sent by many threads at once ------------------------
 
 
 def _same_allocate_many_times(allocate):
+    """24 threads send one identical allocate at once: what each returned (the
+    allocation's id) or raised."""
     org = QuotaFactory(limit_value=Decimal("100"))
-    team = QuotaFactory(
-        entity_type=EntityType.TEAM, parent=org, limit_value=Decimal("50")
+    team = TeamQuotaFactory(parent=org, limit_value=Decimal("50"))
+    UserQuotaFactory(
+        entity_id="u",
+        parent=team,
+        limit_value=Decimal("10"),
+        overcommit_ratio=Decimal("1"),
     )
-    _user(team, "u", limit="10", ratio="1")
     job_id = uuid.uuid4()
 
     def work(index):
@@ -171,8 +163,10 @@ def _same_allocate_many_times(allocate):
 def test_c_an_identical_allocate_from_many_threads_makes_one_allocation():
     results = _same_allocate_many_times(services.allocation_create)
 
-    assert all(isinstance(r, uuid.UUID) for r in results), results
-    assert len(set(results)) == 1
+    ids, _ = outcomes(results)  # every caller got the allocation
+    assert len(ids) == 24
+    assert all(isinstance(r, uuid.UUID) for r in ids), ids
+    assert len(set(ids)) == 1
     assert Allocation.objects.count() == 1
     assert set(Quota.objects.values_list("used", flat=True)) == {Decimal("2.5")}
     assert_p2()
@@ -183,31 +177,17 @@ def test_c_broken_check_then_insert_fails_some_retries():
 
     # The unique index stops duplicates, but callers get errors instead of the
     # allocation: the idempotency promise is broken.
-    assert any(isinstance(r, Exception) for r in results)
+    ids, failures = outcomes(results, IntegrityError)
+    assert len(failures) > 0
+    assert len(set(ids)) == 1
+    assert Allocation.objects.count() == 1
 
 
 # --- (d) >= 10 s of mixed allocate/release, random decimal amounts ------------------
 
 
-def _mixed_tree():
-    org = QuotaFactory(
-        entity_id="org", limit_value=Decimal("100"), overcommit_ratio=Decimal("1.5")
-    )
-    users = []
-    for t in range(2):
-        team = QuotaFactory(
-            entity_type=EntityType.TEAM,
-            entity_id=f"team-{t}",
-            parent=org,
-            limit_value=Decimal("60"),
-            overcommit_ratio=Decimal("2"),
-        )
-        users += [_user(team, f"user-{t}-{u}", limit="30", ratio="3") for u in range(2)]
-    return users
-
-
 def _mixed_traffic(allocate, release, seconds, threads=8):
-    users = _mixed_tree()
+    _, _, users = mixed_tree()
     deadline = time.monotonic() + seconds
     stop = threading.Event()
     violations = []
@@ -256,27 +236,32 @@ def _mixed_traffic(allocate, release, seconds, threads=8):
     finally:
         stop.set()
         sampler.join()
-    return results, violations
+    # Refusals are counted in the threads: none may raise anything.
+    counts, _ = outcomes(results)
+    assert len(counts) == threads
+    return counts, violations
 
 
 def test_d_ten_seconds_of_mixed_traffic_keep_p1_and_p2():
-    results, violations = _mixed_traffic(
+    counts, violations = _mixed_traffic(
         services.allocation_create, services.allocation_release, seconds=10
     )
 
-    assert all(isinstance(r, dict) for r in results), results
-    assert sum(r["granted"] for r in results) > 100
-    assert sum(r["denied"] for r in results) > 0  # the caps were reached
+    assert all(isinstance(c, dict) for c in counts), counts
+    assert sum(c["granted"] for c in counts) > 100
+    assert sum(c["denied"] for c in counts) > 0  # the caps were reached
     assert violations == []
     assert_p1()
     assert_p2()
 
 
 def test_d_broken_variant_breaks_p1_under_mixed_traffic():
-    _, violations = _mixed_traffic(
+    counts, violations = _mixed_traffic(
         broken.allocate_check_then_write, services.allocation_release, seconds=3
     )
 
+    assert all(isinstance(c, dict) for c in counts), counts
+    assert sum(c["granted"] for c in counts) > 0
     assert violations != []
 
 
@@ -291,13 +276,18 @@ def _deadlock_probe(release, seconds, threads=16):
     org = QuotaFactory(entity_id="org", limit_value=Decimal("10000"))
     users = []
     for t in range(4):
-        team = QuotaFactory(
-            entity_type=EntityType.TEAM,
-            entity_id=f"team-{t}",
-            parent=org,
-            limit_value=Decimal("2500"),
+        team = TeamQuotaFactory(
+            entity_id=f"team-{t}", parent=org, limit_value=Decimal("2500")
         )
-        users += [_user(team, f"u-{t}-{u}", limit="600", ratio="1") for u in range(4)]
+        users += [
+            UserQuotaFactory(
+                entity_id=f"u-{t}-{u}",
+                parent=team,
+                limit_value=Decimal("600"),
+                overcommit_ratio=Decimal("1"),
+            )
+            for u in range(4)
+        ]
     deadline = time.monotonic() + seconds
     deadlocks = []
     found = threading.Event()
@@ -310,14 +300,10 @@ def _deadlock_probe(release, seconds, threads=16):
                 if held and rng.random() < 0.5:
                     release(allocation_id=held.pop(0))
                 else:
-                    result = services.allocation_create(
-                        entity_type="user",
-                        entity_id=rng.choice(users).entity_id,
-                        resource_type="gpu_hours",
-                        job_id=uuid.uuid4(),
-                        requested_value=Decimal("1.5"),
+                    allocation = allocate_direct(
+                        entity_id=rng.choice(users).entity_id, amount="1.5"
                     )
-                    held.append(result.allocation.id)
+                    held.append(allocation.id)
             except OperationalError as exc:
                 if not _is_deadlock(exc):
                     raise
@@ -325,14 +311,16 @@ def _deadlock_probe(release, seconds, threads=16):
                 found.set()
         return len(held)
 
-    results = run_in_threads(threads, work)
-    return results, deadlocks
+    # A deadlock is recorded in its thread; any other exception ends the thread.
+    held, _ = outcomes(run_in_threads(threads, work))
+    assert len(held) == threads
+    assert all(isinstance(h, int) for h in held), held
+    return held, deadlocks
 
 
 def test_e_interleaved_allocations_and_releases_never_deadlock():
-    results, deadlocks = _deadlock_probe(services.allocation_release, seconds=4)
+    _, deadlocks = _deadlock_probe(services.allocation_release, seconds=4)
 
-    assert all(isinstance(r, int) for r in results), results
     assert deadlocks == []
     assert_p1()
     assert_p2()

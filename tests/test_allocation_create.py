@@ -12,14 +12,26 @@ from decimal import Decimal
 from uuid import uuid4
 
 import pytest
-from django.db import connection
 from django.utils.dateparse import parse_datetime
 
 from allocations.models import Allocation, AllocationStatus, UsageHistory
 from quotas.models import EntityType, Quota, ResourceType
 from tests.factories import QuotaFactory
+from tests.helpers import (
+    ALLOCATIONS,
+    LEVEL_FIELDS,
+    allocate,
+    allocation_body,
+    assert_books_unchanged,
+    assert_error,
+    assert_invalid,
+    books,
+    database_now,
+    exact,
+    set_fields,
+    used_of,
+)
 
-ALLOCATIONS = "/api/v1/allocations"
 BUILTIN_SLUGS = ["concurrent_gpus", "cpu_hours", "gpu_hours", "memory_gb", "storage_gb"]
 ALLOCATION_FIELDS = {
     "id",
@@ -37,58 +49,6 @@ ALLOCATION_FIELDS = {
     "version",
     "metadata",
 }
-LEVEL_FIELDS = {
-    "quota_id",
-    "entity_type",
-    "entity_id",
-    "cap",
-    "used",
-    "available",
-    "allowed",
-}
-
-
-def _request(**overrides) -> dict:
-    body = {
-        "entity_type": "user",
-        "entity_id": "alice",
-        "job_id": str(uuid4()),
-        "resource_type": "gpu_hours",
-        "requested_value": 10,
-    }
-    body.update(overrides)
-    return body
-
-
-def _allocate(client, **overrides):
-    return client.post(ALLOCATIONS, _request(**overrides), format="json")
-
-
-def _exact(response) -> dict:
-    return json.loads(response.content, parse_float=Decimal)
-
-
-def _books() -> dict:
-    """Every stored row the allocation engine writes, to compare before and after."""
-    return {
-        "quotas": list(Quota.objects.order_by("id").values()),
-        "allocations": list(Allocation.objects.order_by("id").values()),
-        "history": list(UsageHistory.objects.order_by("id").values()),
-    }
-
-
-def _assert_unchanged(before: dict) -> None:
-    after = _books()
-    assert [(row["id"], row["used"]) for row in after["quotas"]] == [
-        (row["id"], row["used"]) for row in before["quotas"]
-    ]
-    assert len(after["allocations"]) == len(before["allocations"])
-    assert len(after["history"]) == len(before["history"])
-    assert after == before
-
-
-def _used(*quotas) -> list[Decimal]:
-    return [Quota.objects.get(id=quota.id).used for quota in quotas]
 
 
 def _assert_exact_books() -> None:
@@ -104,25 +64,6 @@ def _assert_exact_books() -> None:
     assert {quota_id: quota.used for quota_id, quota in quotas.items()} == expected
 
 
-def _assert_error(response, status: int, kind: str) -> dict:
-    assert response.status_code == status
-    body = _exact(response)
-    assert body["error"] == kind
-    assert body["message"]
-    return body
-
-
-def _assert_invalid(response, field: str) -> dict:
-    body = _assert_error(response, 400, "invalid_input")
-    assert body["fields"][field]
-    return body
-
-
-def _set(quota, **values) -> None:
-    # Test state: limits set on the row directly, within the model's constraints.
-    Quota.objects.filter(id=quota.id).update(**values)
-
-
 # --- A grant -------------------------------------------------------------------------
 
 
@@ -130,10 +71,10 @@ def test_it_answers_201_with_every_allocation_field(scheduler_client, tree):
     org, team, user = tree
     job_id = str(uuid4())
 
-    response = _allocate(scheduler_client, job_id=job_id, requested_value="12.5")
+    response = allocate(scheduler_client, job_id=job_id, requested_value="12.5")
 
     assert response.status_code == 201
-    body = _exact(response)
+    body = exact(response)
     assert set(body) == ALLOCATION_FIELDS | {"warnings", "levels"}
     stored = Allocation.objects.get()
     assert body["id"] == str(stored.id)
@@ -162,7 +103,7 @@ def test_it_lists_every_level_leaf_first_with_its_state_after_the_grant(
 ):
     org, team, user = tree
 
-    body = _exact(_allocate(scheduler_client, requested_value="12.5"))
+    body = exact(allocate(scheduler_client, requested_value="12.5"))
 
     assert [set(level) for level in body["levels"]] == [LEVEL_FIELDS] * 3
     assert body["levels"] == [
@@ -199,10 +140,10 @@ def test_it_lists_every_level_leaf_first_with_its_state_after_the_grant(
 def test_it_charges_the_amount_to_every_level_of_the_path(scheduler_client, tree):
     org, team, user = tree
 
-    _allocate(scheduler_client, requested_value="7.25")
-    _allocate(scheduler_client, requested_value="0.0001")
+    allocate(scheduler_client, requested_value="7.25")
+    allocate(scheduler_client, requested_value="0.0001")
 
-    assert _used(user, team, org) == [Decimal("7.2501")] * 3
+    assert used_of(user, team, org) == [Decimal("7.2501")] * 3
     _assert_exact_books()
 
 
@@ -211,7 +152,7 @@ def test_it_charges_only_the_levels_above_an_allocation_made_on_the_team(
 ):
     org, team, user = tree
 
-    response = _allocate(
+    response = allocate(
         scheduler_client, entity_type="team", entity_id="research", requested_value=5
     )
 
@@ -220,7 +161,7 @@ def test_it_charges_only_the_levels_above_an_allocation_made_on_the_team(
         str(team.id),
         str(org.id),
     ]
-    assert _used(user, team, org) == [0, 5, 5]
+    assert used_of(user, team, org) == [0, 5, 5]
     _assert_exact_books()
 
 
@@ -230,7 +171,7 @@ def test_it_writes_one_allocate_history_row_with_the_entity_identity(
     org, team, user = tree
     job_id = str(uuid4())
 
-    body = _allocate(
+    body = allocate(
         scheduler_client, job_id=job_id, requested_value=4, metadata={"queue": "a100"}
     ).json()
 
@@ -249,15 +190,15 @@ def test_it_writes_one_allocate_history_row_with_the_entity_identity(
 def test_it_grants_up_to_the_cap_exactly_and_not_a_unit_more(scheduler_client, tree):
     org, team, user = tree
 
-    assert _allocate(scheduler_client, requested_value="29.9999").status_code == 201
-    assert _allocate(scheduler_client, requested_value="0.0001").status_code == 201
-    before = _books()
-    refused = _allocate(scheduler_client, requested_value="0.0001")
+    assert allocate(scheduler_client, requested_value="29.9999").status_code == 201
+    assert allocate(scheduler_client, requested_value="0.0001").status_code == 201
+    before = books()
+    refused = allocate(scheduler_client, requested_value="0.0001")
 
-    body = _assert_error(refused, 429, "resource_exhausted")
+    body = assert_error(refused, 429, "resource_exhausted")
     assert body["blocking_quota_id"] == str(user.id)
-    _assert_unchanged(before)
-    assert _used(user, team, org) == [30, 30, 30]
+    assert_books_unchanged(before)
+    assert used_of(user, team, org) == [30, 30, 30]
 
 
 # --- All or nothing ------------------------------------------------------------------
@@ -266,25 +207,25 @@ def test_it_grants_up_to_the_cap_exactly_and_not_a_unit_more(scheduler_client, t
 def test_it_refuses_when_the_org_is_full_and_names_it(scheduler_client, tree):
     org, team, user = tree
     # 80 held directly on the organization: alice and her team still have room.
-    _allocate(
+    allocate(
         scheduler_client,
         entity_type="organization",
         entity_id="acme",
         requested_value=80,
     )
-    before = _books()
+    before = books()
 
-    response = _allocate(scheduler_client, requested_value=25)
+    response = allocate(scheduler_client, requested_value=25)
 
-    body = _assert_error(response, 429, "resource_exhausted")
+    body = assert_error(response, 429, "resource_exhausted")
     assert body["blocking_quota_id"] == str(org.id)
     assert Decimal(str(body["requested"])) == 25
     assert Decimal(str(body["available"])) == 20
     assert "organization acme" in body["message"]
     assert "25" in body["message"]
     assert "20" in body["message"]
-    _assert_unchanged(before)
-    assert _used(user, team, org) == [0, 0, 80]
+    assert_books_unchanged(before)
+    assert used_of(user, team, org) == [0, 0, 80]
     assert Allocation.objects.filter(entity_id="alice").count() == 0
     assert UsageHistory.objects.filter(entity_id="alice").count() == 0
 
@@ -293,45 +234,44 @@ def test_it_refuses_when_the_team_is_full_and_leaves_the_user_uncharged(
     scheduler_client, tree
 ):
     org, team, user = tree
-    _allocate(
+    allocate(
         scheduler_client, entity_type="team", entity_id="research", requested_value=50
     )
-    before = _books()
+    before = books()
 
-    response = _allocate(scheduler_client, requested_value=11)
+    response = allocate(scheduler_client, requested_value=11)
 
-    body = _assert_error(response, 429, "resource_exhausted")
+    body = assert_error(response, 429, "resource_exhausted")
     assert body["blocking_quota_id"] == str(team.id)
     assert Decimal(str(body["available"])) == 10
     assert "team research" in body["message"]
-    _assert_unchanged(before)
-    assert _used(user, team, org) == [0, 50, 50]
+    assert_books_unchanged(before)
+    assert used_of(user, team, org) == [0, 50, 50]
 
 
 def test_it_names_the_leaf_when_every_level_refuses(scheduler_client, tree):
     org, team, user = tree
-    before = _books()
+    before = books()
 
-    response = _allocate(scheduler_client, requested_value=500)
+    response = allocate(scheduler_client, requested_value=500)
 
-    body = _assert_error(response, 429, "resource_exhausted")
+    body = assert_error(response, 429, "resource_exhausted")
     assert body["blocking_quota_id"] == str(user.id)
     assert "user alice" in body["message"]
-    _assert_unchanged(before)
+    assert_books_unchanged(before)
 
 
 def test_a_refused_job_can_be_granted_once_there_is_room(scheduler_client, tree):
     org, team, user = tree
     job_id = str(uuid4())
     assert (
-        _allocate(scheduler_client, job_id=job_id, requested_value=31).status_code
-        == 429
+        allocate(scheduler_client, job_id=job_id, requested_value=31).status_code == 429
     )
 
-    response = _allocate(scheduler_client, job_id=job_id, requested_value=30)
+    response = allocate(scheduler_client, job_id=job_id, requested_value=30)
 
     assert response.status_code == 201
-    assert _used(user, team, org) == [30, 30, 30]
+    assert used_of(user, team, org) == [30, 30, 30]
 
 
 # --- Burst and overcommit ------------------------------------------------------------
@@ -341,60 +281,60 @@ def test_it_bursts_above_the_effective_limit_up_to_the_burst_limit(
     scheduler_client, tree
 ):
     org, team, user = tree
-    _set(user, burst_limit=Decimal("40"))
+    set_fields(user, burst_limit=Decimal("40"))
 
-    response = _allocate(scheduler_client, requested_value=40, allow_burst=True)
+    response = allocate(scheduler_client, requested_value=40, allow_burst=True)
 
     assert response.status_code == 201
-    body = _exact(response)
+    body = exact(response)
     assert body["is_burst"] is True
     assert body["levels"][0]["cap"] == 40
     assert Allocation.objects.get().is_burst is True
-    assert _used(user, team, org) == [40, 40, 40]
+    assert used_of(user, team, org) == [40, 40, 40]
 
 
 def test_it_refuses_past_the_burst_limit(scheduler_client, tree):
     org, team, user = tree
-    _set(user, burst_limit=Decimal("40"))
-    before = _books()
+    set_fields(user, burst_limit=Decimal("40"))
+    before = books()
 
-    response = _allocate(scheduler_client, requested_value="40.0001", allow_burst=True)
+    response = allocate(scheduler_client, requested_value="40.0001", allow_burst=True)
 
-    body = _assert_error(response, 429, "resource_exhausted")
+    body = assert_error(response, 429, "resource_exhausted")
     assert body["blocking_quota_id"] == str(user.id)
-    _assert_unchanged(before)
+    assert_books_unchanged(before)
 
 
 def test_it_refuses_to_burst_without_allow_burst(scheduler_client, tree):
     org, team, user = tree
-    _set(user, burst_limit=Decimal("40"))
-    before = _books()
+    set_fields(user, burst_limit=Decimal("40"))
+    before = books()
 
-    response = _allocate(scheduler_client, requested_value=35)
+    response = allocate(scheduler_client, requested_value=35)
 
-    body = _assert_error(response, 429, "resource_exhausted")
+    body = assert_error(response, 429, "resource_exhausted")
     assert body["blocking_quota_id"] == str(user.id)
     assert Decimal(str(body["available"])) == 30
-    _assert_unchanged(before)
+    assert_books_unchanged(before)
 
 
 def test_the_burst_cap_is_the_burst_limit_times_the_overcommit_ratio(
     scheduler_client, tree
 ):
     org, team, user = tree
-    _set(team, limit_value=Decimal("100"))
-    _set(user, burst_limit=Decimal("40"), overcommit_ratio=Decimal("1.5"))
+    set_fields(team, limit_value=Decimal("100"))
+    set_fields(user, burst_limit=Decimal("40"), overcommit_ratio=Decimal("1.5"))
 
-    granted = _allocate(scheduler_client, requested_value=60, allow_burst=True)
-    before = _books()
-    refused = _allocate(scheduler_client, requested_value="0.0001", allow_burst=True)
+    granted = allocate(scheduler_client, requested_value=60, allow_burst=True)
+    before = books()
+    refused = allocate(scheduler_client, requested_value="0.0001", allow_burst=True)
 
     assert granted.status_code == 201
-    assert _exact(granted)["levels"][0]["cap"] == 60
-    assert _exact(granted)["is_burst"] is True
-    body = _assert_error(refused, 429, "resource_exhausted")
+    assert exact(granted)["levels"][0]["cap"] == 60
+    assert exact(granted)["is_burst"] is True
+    body = assert_error(refused, 429, "resource_exhausted")
     assert body["blocking_quota_id"] == str(user.id)
-    _assert_unchanged(before)
+    assert_books_unchanged(before)
 
 
 def test_a_level_without_a_burst_limit_caps_at_its_effective_limit_even_when_bursting(
@@ -402,17 +342,17 @@ def test_a_level_without_a_burst_limit_caps_at_its_effective_limit_even_when_bur
 ):
     org, team, user = tree
     # Alice may burst to 100, her team has no burst limit: 60 stays its cap.
-    _set(user, burst_limit=Decimal("100"))
-    before = _books()
+    set_fields(user, burst_limit=Decimal("100"))
+    before = books()
 
-    response = _allocate(scheduler_client, requested_value=61, allow_burst=True)
+    response = allocate(scheduler_client, requested_value=61, allow_burst=True)
 
-    body = _assert_error(response, 429, "resource_exhausted")
+    body = assert_error(response, 429, "resource_exhausted")
     assert body["blocking_quota_id"] == str(team.id)
     assert "team research" in body["message"]
-    _assert_unchanged(before)
+    assert_books_unchanged(before)
     assert (
-        _allocate(scheduler_client, requested_value=60, allow_burst=True).status_code
+        allocate(scheduler_client, requested_value=60, allow_burst=True).status_code
         == 201
     )
 
@@ -421,13 +361,13 @@ def test_it_is_a_burst_when_any_level_ends_above_its_effective_limit(
     scheduler_client, tree
 ):
     org, team, user = tree
-    _set(team, burst_limit=Decimal("80"))
-    _allocate(
+    set_fields(team, burst_limit=Decimal("80"))
+    allocate(
         scheduler_client, entity_type="team", entity_id="research", requested_value=40
     )
 
     # Alice stays within her own 30; her team ends at 65, above its 60.
-    response = _allocate(scheduler_client, requested_value=25, allow_burst=True)
+    response = allocate(scheduler_client, requested_value=25, allow_burst=True)
 
     assert response.status_code == 201
     assert response.json()["is_burst"] is True
@@ -437,9 +377,9 @@ def test_it_is_not_a_burst_when_every_level_stays_within_its_effective_limit(
     scheduler_client, tree
 ):
     org, team, user = tree
-    _set(user, burst_limit=Decimal("40"))
+    set_fields(user, burst_limit=Decimal("40"))
 
-    response = _allocate(scheduler_client, requested_value=30, allow_burst=True)
+    response = allocate(scheduler_client, requested_value=30, allow_burst=True)
 
     assert response.status_code == 201
     assert response.json()["is_burst"] is False
@@ -448,19 +388,19 @@ def test_it_is_not_a_burst_when_every_level_stays_within_its_effective_limit(
 
 def test_the_overcommit_ratio_multiplies_the_cap(scheduler_client, tree):
     org, team, user = tree
-    _set(user, overcommit_ratio=Decimal("1.5"))
+    set_fields(user, overcommit_ratio=Decimal("1.5"))
 
-    granted = _allocate(scheduler_client, requested_value=45)
-    before = _books()
-    refused = _allocate(scheduler_client, requested_value="0.0001")
+    granted = allocate(scheduler_client, requested_value=45)
+    before = books()
+    refused = allocate(scheduler_client, requested_value="0.0001")
 
     assert granted.status_code == 201
-    assert _exact(granted)["levels"][0]["cap"] == 45
+    assert exact(granted)["levels"][0]["cap"] == 45
     # Within the effective limit: overcommit is not a burst.
-    assert _exact(granted)["is_burst"] is False
-    body = _assert_error(refused, 429, "resource_exhausted")
+    assert exact(granted)["is_burst"] is False
+    body = assert_error(refused, 429, "resource_exhausted")
     assert body["blocking_quota_id"] == str(user.id)
-    _assert_unchanged(before)
+    assert_books_unchanged(before)
 
 
 # --- Soft limits ---------------------------------------------------------------------
@@ -468,22 +408,22 @@ def test_the_overcommit_ratio_multiplies_the_cap(scheduler_client, tree):
 
 def test_crossing_a_soft_limit_warns_but_grants(scheduler_client, tree):
     org, team, user = tree
-    _set(user, soft_limit=Decimal("20"))
+    set_fields(user, soft_limit=Decimal("20"))
 
-    response = _allocate(scheduler_client, requested_value=25)
+    response = allocate(scheduler_client, requested_value=25)
 
     assert response.status_code == 201
     warnings = response.json()["warnings"]
     assert len(warnings) == 1
     assert "alice" in warnings[0]
-    assert _used(user, team, org) == [25, 25, 25]
+    assert used_of(user, team, org) == [25, 25, 25]
 
 
 def test_it_does_not_warn_at_or_below_the_soft_limit(scheduler_client, tree):
     org, team, user = tree
-    _set(user, soft_limit=Decimal("20"))
+    set_fields(user, soft_limit=Decimal("20"))
 
-    response = _allocate(scheduler_client, requested_value=20)
+    response = allocate(scheduler_client, requested_value=20)
 
     assert response.status_code == 201
     assert response.json()["warnings"] == []
@@ -491,10 +431,10 @@ def test_it_does_not_warn_at_or_below_the_soft_limit(scheduler_client, tree):
 
 def test_it_warns_for_every_level_above_its_soft_limit(scheduler_client, tree):
     org, team, user = tree
-    _set(user, soft_limit=Decimal("10"))
-    _set(org, soft_limit=Decimal("15"))
+    set_fields(user, soft_limit=Decimal("10"))
+    set_fields(org, soft_limit=Decimal("15"))
 
-    response = _allocate(scheduler_client, requested_value=20)
+    response = allocate(scheduler_client, requested_value=20)
 
     assert response.status_code == 201
     warnings = response.json()["warnings"]
@@ -510,9 +450,9 @@ def test_a_replay_answers_200_with_the_same_allocation_and_charges_nothing(
     scheduler_client, tree
 ):
     org, team, user = tree
-    request = _request(requested_value=10, metadata={"try": 1})
+    request = allocation_body(requested_value=10, metadata={"try": 1})
     first = scheduler_client.post(ALLOCATIONS, request, format="json")
-    before = _books()
+    before = books()
 
     again = scheduler_client.post(ALLOCATIONS, request, format="json")
 
@@ -521,15 +461,15 @@ def test_a_replay_answers_200_with_the_same_allocation_and_charges_nothing(
     assert again.json()["id"] == first.json()["id"]
     replayed = {key: again.json()[key] for key in ALLOCATION_FIELDS}
     assert replayed == {key: first.json()[key] for key in ALLOCATION_FIELDS}
-    _assert_unchanged(before)
-    assert _used(user, team, org) == [10, 10, 10]
+    assert_books_unchanged(before)
+    assert used_of(user, team, org) == [10, 10, 10]
     assert UsageHistory.objects.filter(operation="allocate").count() == 1
 
 
 def test_a_replay_carries_the_levels_and_warnings_of_the_path(scheduler_client, tree):
     org, team, user = tree
-    _set(user, soft_limit=Decimal("5"))
-    request = _request(requested_value=10)
+    set_fields(user, soft_limit=Decimal("5"))
+    request = allocation_body(requested_value=10)
     first = scheduler_client.post(ALLOCATIONS, request, format="json")
 
     again = scheduler_client.post(ALLOCATIONS, request, format="json")
@@ -541,8 +481,8 @@ def test_a_replay_carries_the_levels_and_warnings_of_the_path(scheduler_client, 
         str(org.id),
     ]
     # Nothing happened in between: the replay answers exactly what the grant did.
-    assert _exact(again) == _exact(first)
-    assert _used(user, team, org) == [10, 10, 10]
+    assert exact(again) == exact(first)
+    assert used_of(user, team, org) == [10, 10, 10]
     assert UsageHistory.objects.filter(operation="allocate").count() == 1
 
 
@@ -550,50 +490,50 @@ def test_a_replay_spelling_the_same_amount_differently_is_still_a_replay(
     scheduler_client, tree
 ):
     job_id = str(uuid4())
-    first = _allocate(scheduler_client, job_id=job_id, requested_value=10)
-    before = _books()
+    first = allocate(scheduler_client, job_id=job_id, requested_value=10)
+    before = books()
 
-    again = _allocate(scheduler_client, job_id=job_id, requested_value="10.000")
+    again = allocate(scheduler_client, job_id=job_id, requested_value="10.000")
 
     assert again.status_code == 200
     assert again.json()["id"] == first.json()["id"]
-    _assert_unchanged(before)
+    assert_books_unchanged(before)
 
 
 def test_a_replay_is_answered_even_when_a_second_grant_would_not_fit(
     scheduler_client, tree
 ):
     job_id = str(uuid4())
-    first = _allocate(scheduler_client, job_id=job_id, requested_value=25)
-    before = _books()
+    first = allocate(scheduler_client, job_id=job_id, requested_value=25)
+    before = books()
 
-    again = _allocate(scheduler_client, job_id=job_id, requested_value=25)
+    again = allocate(scheduler_client, job_id=job_id, requested_value=25)
 
     assert again.status_code == 200
     assert again.json()["id"] == first.json()["id"]
-    _assert_unchanged(before)
+    assert_books_unchanged(before)
 
 
 def test_the_same_job_with_a_different_value_is_a_conflict(scheduler_client, tree):
     org, team, user = tree
     job_id = str(uuid4())
-    first = _allocate(scheduler_client, job_id=job_id, requested_value=10)
-    before = _books()
+    first = allocate(scheduler_client, job_id=job_id, requested_value=10)
+    before = books()
 
-    response = _allocate(scheduler_client, job_id=job_id, requested_value=11)
+    response = allocate(scheduler_client, job_id=job_id, requested_value=11)
 
-    body = _assert_error(response, 409, "conflict")
+    body = assert_error(response, 409, "conflict")
     assert body["allocation_id"] == first.json()["id"]
-    _assert_unchanged(before)
-    assert _used(user, team, org) == [10, 10, 10]
+    assert_books_unchanged(before)
+    assert used_of(user, team, org) == [10, 10, 10]
 
 
 def test_the_same_job_for_a_different_entity_is_a_conflict(scheduler_client, tree):
     job_id = str(uuid4())
-    _allocate(scheduler_client, job_id=job_id, requested_value=10)
-    before = _books()
+    allocate(scheduler_client, job_id=job_id, requested_value=10)
+    before = books()
 
-    response = _allocate(
+    response = allocate(
         scheduler_client,
         job_id=job_id,
         entity_type="team",
@@ -601,22 +541,22 @@ def test_the_same_job_for_a_different_entity_is_a_conflict(scheduler_client, tre
         requested_value=10,
     )
 
-    _assert_error(response, 409, "conflict")
-    _assert_unchanged(before)
+    assert_error(response, 409, "conflict")
+    assert_books_unchanged(before)
 
 
 def test_a_released_job_may_allocate_again(scheduler_client, tree):
     org, team, user = tree
     job_id = str(uuid4())
-    first = _allocate(scheduler_client, job_id=job_id, requested_value=10)
+    first = allocate(scheduler_client, job_id=job_id, requested_value=10)
     released = scheduler_client.delete(f"{ALLOCATIONS}/{first.json()['id']}")
 
-    again = _allocate(scheduler_client, job_id=job_id, requested_value=10)
+    again = allocate(scheduler_client, job_id=job_id, requested_value=10)
 
     assert released.status_code == 200
     assert again.status_code == 201
     assert again.json()["id"] != first.json()["id"]
-    assert _used(user, team, org) == [10, 10, 10]
+    assert used_of(user, team, org) == [10, 10, 10]
     assert Allocation.objects.filter(job_id=job_id).count() == 2
     _assert_exact_books()
 
@@ -633,8 +573,8 @@ def test_the_same_job_on_another_resource_type_is_a_separate_allocation(
     )
     job_id = str(uuid4())
 
-    gpu = _allocate(scheduler_client, job_id=job_id, requested_value=10)
-    cpu_grant = _allocate(
+    gpu = allocate(scheduler_client, job_id=job_id, requested_value=10)
+    cpu_grant = allocate(
         scheduler_client, job_id=job_id, resource_type="cpu_hours", requested_value=10
     )
 
@@ -642,7 +582,7 @@ def test_the_same_job_on_another_resource_type_is_a_separate_allocation(
     assert cpu_grant.status_code == 201
     assert cpu_grant.json()["id"] != gpu.json()["id"]
     assert cpu_grant.json()["quota_id"] == str(cpu.id)
-    assert _used(user, cpu) == [10, 10]
+    assert used_of(user, cpu) == [10, 10]
     assert Allocation.objects.filter(job_id=job_id, status="active").count() == 2
 
 
@@ -652,7 +592,7 @@ def test_the_same_job_on_another_resource_type_is_a_separate_allocation(
 def test_ttl_seconds_sets_expires_at_that_long_after_allocated_at(
     scheduler_client, tree
 ):
-    response = _allocate(scheduler_client, ttl_seconds=3600)
+    response = allocate(scheduler_client, ttl_seconds=3600)
 
     assert response.status_code == 201
     body = response.json()
@@ -664,15 +604,12 @@ def test_ttl_seconds_sets_expires_at_that_long_after_allocated_at(
     stored = Allocation.objects.get()
     assert stored.expires_at == expires_at
     # The database clock, not the app server's, sets both.
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT now()")
-        database_now = cursor.fetchone()[0]
-    assert abs(allocated_at - database_now) < timedelta(seconds=5)
+    assert abs(allocated_at - database_now()) < timedelta(seconds=5)
 
 
 @pytest.mark.parametrize("ttl", ["absent", None])
 def test_without_ttl_expires_at_is_null(scheduler_client, tree, ttl):
-    request = _request()
+    request = allocation_body()
     if ttl != "absent":
         request["ttl_seconds"] = ttl
 
@@ -685,21 +622,21 @@ def test_without_ttl_expires_at_is_null(scheduler_client, tree, ttl):
 
 @pytest.mark.parametrize("ttl", [0, -1, "abc", 1.5, 366 * 24 * 3600 + 1])
 def test_it_refuses_a_bad_ttl(scheduler_client, tree, ttl):
-    before = _books()
+    before = books()
 
-    response = _allocate(scheduler_client, ttl_seconds=ttl)
+    response = allocate(scheduler_client, ttl_seconds=ttl)
 
-    _assert_invalid(response, "ttl_seconds")
-    _assert_unchanged(before)
+    assert_invalid(response, "ttl_seconds")
+    assert_books_unchanged(before)
 
 
 def test_metadata_is_stored_and_returned(scheduler_client, tree):
     metadata = {"queue": "a100", "tags": ["nightly", "eval"], "nested": {"n": 1.5}}
 
-    response = _allocate(scheduler_client, metadata=metadata)
+    response = allocate(scheduler_client, metadata=metadata)
 
     assert response.status_code == 201
-    assert _exact(response)["metadata"] == {
+    assert exact(response)["metadata"] == {
         "queue": "a100",
         "tags": ["nightly", "eval"],
         "nested": {"n": Decimal("1.5")},
@@ -708,7 +645,7 @@ def test_metadata_is_stored_and_returned(scheduler_client, tree):
 
 
 def test_metadata_numbers_stay_numbers(scheduler_client, tree):
-    text = json.dumps(_request()).replace(
+    text = json.dumps(allocation_body()).replace(
         '"requested_value": 10',
         '"requested_value": 10, "metadata": {"ratio": 0.1, "big": 12345678901234567890,'
         ' "sci": 2.5e3, "neg": -7.25}',
@@ -726,26 +663,26 @@ def test_metadata_numbers_stay_numbers(scheduler_client, tree):
 
 
 def test_it_refuses_metadata_numbers_too_large_to_store(scheduler_client, tree):
-    text = json.dumps(_request()).replace(
+    text = json.dumps(allocation_body()).replace(
         '"requested_value": 10', '"requested_value": 10, "metadata": {"n": 1e400}'
     )
-    before = _books()
+    before = books()
 
     response = scheduler_client.post(
         ALLOCATIONS, data=text, content_type="application/json"
     )
 
-    _assert_invalid(response, "metadata")
-    _assert_unchanged(before)
+    assert_invalid(response, "metadata")
+    assert_books_unchanged(before)
 
 
 @pytest.mark.parametrize("depth", [100, 500, 900, 5000])
 def test_deeply_nested_metadata_is_never_a_server_error(scheduler_client, tree, depth):
     nested = '{"a": ' * depth + "1" + "}" * depth
-    text = json.dumps(_request()).replace(
+    text = json.dumps(allocation_body()).replace(
         '"requested_value": 10', f'"requested_value": 10, "metadata": {nested}'
     )
-    before = _books()
+    before = books()
 
     response = scheduler_client.post(
         ALLOCATIONS, data=text, content_type="application/json"
@@ -753,8 +690,8 @@ def test_deeply_nested_metadata_is_never_a_server_error(scheduler_client, tree, 
 
     assert response.status_code in {201, 400}
     if response.status_code == 400:
-        _assert_error(response, 400, "invalid_input")
-        _assert_unchanged(before)
+        assert_error(response, 400, "invalid_input")
+        assert_books_unchanged(before)
     else:
         assert Allocation.objects.get().metadata == json.loads(nested)
 
@@ -766,50 +703,50 @@ def test_deeply_nested_metadata_is_never_a_server_error(scheduler_client, tree, 
 def test_metadata_with_a_nul_character_is_refused_not_a_server_error(
     scheduler_client, tree, metadata
 ):
-    before = _books()
+    before = books()
 
-    response = _allocate(scheduler_client, metadata=metadata)
+    response = allocate(scheduler_client, metadata=metadata)
 
-    _assert_invalid(response, "metadata")
-    _assert_unchanged(before)
+    assert_invalid(response, "metadata")
+    assert_books_unchanged(before)
 
 
 def test_an_entity_id_with_a_nul_character_is_refused(scheduler_client, tree):
-    before = _books()
+    before = books()
 
-    response = _allocate(scheduler_client, entity_id="ali\u0000ce")
+    response = allocate(scheduler_client, entity_id="ali\u0000ce")
 
-    _assert_invalid(response, "entity_id")
-    _assert_unchanged(before)
+    assert_invalid(response, "entity_id")
+    assert_books_unchanged(before)
 
 
 def test_metadata_within_16_kib_is_accepted(scheduler_client, tree):
-    response = _allocate(scheduler_client, metadata={"blob": "x" * 16000})
+    response = allocate(scheduler_client, metadata={"blob": "x" * 16000})
 
     assert response.status_code == 201
 
 
 def test_it_refuses_metadata_over_16_kib(scheduler_client, tree):
-    before = _books()
+    before = books()
 
-    response = _allocate(scheduler_client, metadata={"blob": "x" * (16 * 1024)})
+    response = allocate(scheduler_client, metadata={"blob": "x" * (16 * 1024)})
 
-    _assert_invalid(response, "metadata")
-    _assert_unchanged(before)
+    assert_invalid(response, "metadata")
+    assert_books_unchanged(before)
 
 
 @pytest.mark.parametrize("metadata", [["a", "b"], "text", 5, True])
 def test_it_refuses_metadata_that_is_not_an_object(scheduler_client, tree, metadata):
-    before = _books()
+    before = books()
 
-    response = _allocate(scheduler_client, metadata=metadata)
+    response = allocate(scheduler_client, metadata=metadata)
 
-    _assert_invalid(response, "metadata")
-    _assert_unchanged(before)
+    assert_invalid(response, "metadata")
+    assert_books_unchanged(before)
 
 
 def test_null_metadata_means_none_as_rust_clients_send_it(scheduler_client, tree):
-    response = _allocate(scheduler_client, metadata=None)
+    response = allocate(scheduler_client, metadata=None)
 
     assert response.status_code == 201
     assert response.json()["metadata"] == {}
@@ -817,7 +754,7 @@ def test_null_metadata_means_none_as_rust_clients_send_it(scheduler_client, tree
 
 @pytest.mark.parametrize("text", [r"\ud800", r"a\udc00b"])
 def test_it_refuses_a_lone_surrogate_in_metadata(scheduler_client, tree, text):
-    before = _books()
+    before = books()
 
     response = scheduler_client.post(
         "/api/v1/allocations",
@@ -828,8 +765,8 @@ def test_it_refuses_a_lone_surrogate_in_metadata(scheduler_client, tree, text):
         content_type="application/json",
     )
 
-    _assert_invalid(response, "metadata")
-    _assert_unchanged(before)
+    assert_invalid(response, "metadata")
+    assert_books_unchanged(before)
 
 
 # --- Input rules ---------------------------------------------------------------------
@@ -862,98 +799,98 @@ def test_it_refuses_a_lone_surrogate_in_metadata(scheduler_client, tree, text):
     ],
 )
 def test_it_refuses_a_bad_requested_value(scheduler_client, tree, value):
-    before = _books()
+    before = books()
 
-    response = _allocate(scheduler_client, requested_value=value)
+    response = allocate(scheduler_client, requested_value=value)
 
-    _assert_invalid(response, "requested_value")
-    _assert_unchanged(before)
+    assert_invalid(response, "requested_value")
+    assert_books_unchanged(before)
 
 
 def test_it_refuses_a_missing_requested_value(scheduler_client, tree):
-    request = _request()
+    request = allocation_body()
     del request["requested_value"]
-    before = _books()
+    before = books()
 
     response = scheduler_client.post(ALLOCATIONS, request, format="json")
 
-    _assert_invalid(response, "requested_value")
-    _assert_unchanged(before)
+    assert_invalid(response, "requested_value")
+    assert_books_unchanged(before)
 
 
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
 def test_it_refuses_non_finite_json_numbers(scheduler_client, tree, literal):
-    text = json.dumps(_request()).replace(
+    text = json.dumps(allocation_body()).replace(
         '"requested_value": 10', f'"requested_value": {literal}'
     )
     assert literal in text
-    before = _books()
+    before = books()
 
     response = scheduler_client.post(
         ALLOCATIONS, data=text, content_type="application/json"
     )
 
-    _assert_error(response, 400, "invalid_input")
-    _assert_unchanged(before)
+    assert_error(response, 400, "invalid_input")
+    assert_books_unchanged(before)
 
 
 def test_it_takes_a_numeric_string_with_four_places(scheduler_client, tree):
-    response = _allocate(scheduler_client, requested_value="1.2345")
+    response = allocate(scheduler_client, requested_value="1.2345")
 
     assert response.status_code == 201
-    assert _exact(response)["allocated_value"] == Decimal("1.2345")
+    assert exact(response)["allocated_value"] == Decimal("1.2345")
     assert Allocation.objects.get().allocated_value == Decimal("1.2345")
 
 
 @pytest.mark.parametrize("job_id", ["not-a-uuid", 12345, 0, "", None, ["x"], "1234"])
 def test_it_refuses_a_job_id_that_is_not_a_uuid_string(scheduler_client, tree, job_id):
-    before = _books()
+    before = books()
 
-    response = _allocate(scheduler_client, job_id=job_id)
+    response = allocate(scheduler_client, job_id=job_id)
 
-    _assert_invalid(response, "job_id")
-    _assert_unchanged(before)
+    assert_invalid(response, "job_id")
+    assert_books_unchanged(before)
 
 
 @pytest.mark.parametrize(
     "field", ["job_id", "entity_type", "entity_id", "resource_type"]
 )
 def test_it_refuses_a_request_missing_a_required_field(scheduler_client, tree, field):
-    request = _request()
+    request = allocation_body()
     del request[field]
-    before = _books()
+    before = books()
 
     response = scheduler_client.post(ALLOCATIONS, request, format="json")
 
-    _assert_invalid(response, field)
-    _assert_unchanged(before)
+    assert_invalid(response, field)
+    assert_books_unchanged(before)
 
 
 @pytest.mark.parametrize("entity_type", ["project", "", None, 1])
 def test_it_refuses_an_unknown_entity_type(scheduler_client, tree, entity_type):
-    before = _books()
+    before = books()
 
-    response = _allocate(scheduler_client, entity_type=entity_type)
+    response = allocate(scheduler_client, entity_type=entity_type)
 
-    _assert_invalid(response, "entity_type")
-    _assert_unchanged(before)
+    assert_invalid(response, "entity_type")
+    assert_books_unchanged(before)
 
 
 @pytest.mark.parametrize("entity_id", ["", "x" * 256, None])
 def test_it_refuses_a_bad_entity_id(scheduler_client, tree, entity_id):
-    before = _books()
+    before = books()
 
-    response = _allocate(scheduler_client, entity_id=entity_id)
+    response = allocate(scheduler_client, entity_id=entity_id)
 
-    _assert_invalid(response, "entity_id")
-    _assert_unchanged(before)
+    assert_invalid(response, "entity_id")
+    assert_books_unchanged(before)
 
 
 def test_an_entity_id_of_255_characters_is_looked_up(scheduler_client, tree):
     long_name = "x" * 255
     QuotaFactory(entity_id=long_name)
 
-    response = _allocate(
+    response = allocate(
         scheduler_client, entity_type="organization", entity_id=long_name
     )
 
@@ -964,35 +901,35 @@ def test_an_entity_id_of_255_characters_is_looked_up(scheduler_client, tree):
 def test_it_refuses_an_unknown_resource_type_listing_the_valid_slugs(
     scheduler_client, tree
 ):
-    before = _books()
+    before = books()
 
-    response = _allocate(scheduler_client, resource_type="tpu_hours")
+    response = allocate(scheduler_client, resource_type="tpu_hours")
 
-    body = _assert_invalid(response, "resource_type")
+    body = assert_invalid(response, "resource_type")
     for slug in BUILTIN_SLUGS:
         assert slug in body["message"]
-    _assert_unchanged(before)
+    assert_books_unchanged(before)
 
 
 def test_it_answers_404_when_the_entity_has_no_quota(scheduler_client, tree):
-    before = _books()
+    before = books()
 
-    response = _allocate(scheduler_client, entity_id="bob")
+    response = allocate(scheduler_client, entity_id="bob")
 
-    body = _assert_error(response, 404, "not_found")
+    body = assert_error(response, 404, "not_found")
     assert "bob" in body["message"]
-    _assert_unchanged(before)
+    assert_books_unchanged(before)
 
 
 def test_it_answers_404_when_the_entity_has_no_quota_of_that_resource_type(
     scheduler_client, tree
 ):
-    before = _books()
+    before = books()
 
-    response = _allocate(scheduler_client, resource_type="cpu_hours")
+    response = allocate(scheduler_client, resource_type="cpu_hours")
 
-    _assert_error(response, 404, "not_found")
-    _assert_unchanged(before)
+    assert_error(response, 404, "not_found")
+    assert_books_unchanged(before)
 
 
 @pytest.mark.parametrize("entity_type", ["USER", "User", " user "])
@@ -1001,7 +938,7 @@ def test_the_entity_type_is_matched_case_insensitively(
 ):
     org, team, user = tree
 
-    response = _allocate(scheduler_client, entity_type=entity_type)
+    response = allocate(scheduler_client, entity_type=entity_type)
 
     assert response.status_code == 201
     assert response.json()["entity_type"] == "user"
@@ -1009,14 +946,14 @@ def test_the_entity_type_is_matched_case_insensitively(
 
 
 def test_the_resource_type_is_matched_case_insensitively(scheduler_client, tree):
-    response = _allocate(scheduler_client, resource_type="GPU_Hours")
+    response = allocate(scheduler_client, resource_type="GPU_Hours")
 
     assert response.status_code == 201
     assert response.json()["resource_type"] == "gpu_hours"
 
 
 def test_unknown_request_fields_are_ignored(scheduler_client, tree):
-    response = _allocate(scheduler_client, priority="high", force=True)
+    response = allocate(scheduler_client, priority="high", force=True)
 
     assert response.status_code == 201
 
@@ -1028,54 +965,54 @@ def test_a_forced_lowering_below_usage_refuses_new_allocations(
     scheduler_client, admin_client_api, tree
 ):
     org, team, user = tree
-    running = _allocate(scheduler_client, requested_value=20).json()
+    running = allocate(scheduler_client, requested_value=20).json()
     lowered = admin_client_api.patch(
         f"/api/v1/quotas/{user.id}?force=true", {"limit_value": 10}, format="json"
     )
     assert lowered.status_code == 200
-    before = _books()
+    before = books()
 
-    response = _allocate(scheduler_client, requested_value=1)
+    response = allocate(scheduler_client, requested_value=1)
 
-    body = _assert_error(response, 429, "resource_exhausted")
+    body = assert_error(response, 429, "resource_exhausted")
     assert body["blocking_quota_id"] == str(user.id)
     assert Decimal(str(body["available"])) == 0
-    _assert_unchanged(before)
+    assert_books_unchanged(before)
     # The running job keeps its quota.
     assert Allocation.objects.get(id=running["id"]).status == AllocationStatus.ACTIVE
-    assert _used(user, team, org) == [20, 20, 20]
+    assert used_of(user, team, org) == [20, 20, 20]
 
 
 # --- Permissions ---------------------------------------------------------------------
 
 
 def test_a_viewer_may_not_allocate(viewer_client, tree):
-    before = _books()
+    before = books()
 
-    response = _allocate(viewer_client)
+    response = allocate(viewer_client)
 
-    _assert_error(response, 403, "forbidden")
-    _assert_unchanged(before)
+    assert_error(response, 403, "forbidden")
+    assert_books_unchanged(before)
 
 
 def test_an_admin_may_allocate(admin_client_api, tree):
-    assert _allocate(admin_client_api).status_code == 201
+    assert allocate(admin_client_api).status_code == 201
 
 
 def test_it_needs_an_api_key(api_client, tree):
-    before = _books()
+    before = books()
 
-    response = _allocate(api_client)
+    response = allocate(api_client)
 
-    _assert_error(response, 401, "unauthorized")
-    _assert_unchanged(before)
+    assert_error(response, 401, "unauthorized")
+    assert_books_unchanged(before)
 
 
 def test_it_refuses_an_invalid_api_key(api_client, tree):
     api_client.credentials(HTTP_AUTHORIZATION="Api-Key hq_nope_nope")
-    before = _books()
+    before = books()
 
-    response = _allocate(api_client)
+    response = allocate(api_client)
 
-    _assert_error(response, 401, "unauthorized")
-    _assert_unchanged(before)
+    assert_error(response, 401, "unauthorized")
+    assert_books_unchanged(before)

@@ -4,13 +4,10 @@
 number of SQL queries the hot path and the lists cost (DESIGN §3, §5, §8).
 """
 
-import re
-from datetime import timedelta
 from decimal import Decimal
 from uuid import uuid4
 
 import pytest
-from django.db.models import F
 from django.db.models.functions import Now
 from django.utils.dateparse import parse_datetime
 
@@ -18,72 +15,19 @@ from allocations import services
 from allocations.models import Allocation, AllocationStatus, UsageHistory
 from quotas.models import EntityType, Quota, ResourceType
 from tests.factories import QuotaFactory
-
-ALLOCATIONS = "/api/v1/allocations"
-UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"
-LINK_NEXT = re.compile(r'^<([^>]+)>; rel="next"$')
-
-
-def _allocate(client, **overrides) -> dict:
-    body = {
-        "entity_type": "user",
-        "entity_id": "alice",
-        "job_id": str(uuid4()),
-        "resource_type": "gpu_hours",
-        "requested_value": 1,
-    }
-    body.update(overrides)
-    response = client.post(ALLOCATIONS, body, format="json")
-    assert response.status_code == 201
-    return response.json()
-
-
-def _release(client, allocation_id) -> dict:
-    response = client.delete(f"{ALLOCATIONS}/{allocation_id}")
-    assert response.status_code == 200
-    return response.json()
-
-
-def _expire(allocation_id) -> None:
-    # Test state: the lease ran out an hour ago; the sweeper's service expires it.
-    Allocation.objects.filter(id=allocation_id).update(
-        expires_at=F("allocated_at") - timedelta(hours=1)
-    )
-    services.allocation_expire(allocation_id=allocation_id)
-
-
-def _ids(response) -> list[str]:
-    assert response.status_code == 200
-    assert isinstance(response.json(), list)
-    return [row["id"] for row in response.json()]
-
-
-def _next_link(response) -> str | None:
-    header = response.headers.get("Link")
-    if header is None:
-        return None
-    match = LINK_NEXT.match(header)
-    assert match, header
-    return match.group(1)
-
-
-def _walk(client, url: str) -> list[list[str]]:
-    """Every page's ids, following the Link header to the end."""
-    pages = []
-    while url is not None:
-        response = client.get(url)
-        pages.append(_ids(response))
-        url = _next_link(response)
-        assert len(pages) < 100
-    return pages
-
-
-def _assert_error(response, status: int, kind: str) -> dict:
-    assert response.status_code == status
-    body = response.json()
-    assert body["error"] == kind
-    assert body["message"]
-    return body
+from tests.helpers import (
+    ALLOCATIONS,
+    UNKNOWN_ID,
+    allocate_direct,
+    allocate_ok,
+    allocate_on,
+    assert_error,
+    expire,
+    next_link,
+    release_ok,
+    row_ids,
+    walk,
+)
 
 
 def _cpu_quota(entity_id="alice"):
@@ -99,13 +43,15 @@ def _cpu_quota(entity_id="alice"):
 def mixed(scheduler_client, tree):
     """Allocations of every status, on two entities and two resource types."""
     _cpu_quota()
-    active = _allocate(scheduler_client)
-    released = _allocate(scheduler_client)
-    _release(scheduler_client, released["id"])
-    expired = _allocate(scheduler_client, ttl_seconds=60)
-    _expire(expired["id"])
-    team = _allocate(scheduler_client, entity_type="team", entity_id="research")
-    cpu = _allocate(scheduler_client, resource_type="cpu_hours")
+    active = allocate_ok(scheduler_client, requested_value=1)
+    released = allocate_ok(scheduler_client, requested_value=1)
+    release_ok(scheduler_client, released["id"])
+    expired = allocate_ok(scheduler_client, ttl_seconds=60, requested_value=1)
+    expire(expired["id"])
+    team = allocate_ok(
+        scheduler_client, entity_type="team", entity_id="research", requested_value=1
+    )
+    cpu = allocate_ok(scheduler_client, resource_type="cpu_hours", requested_value=1)
     return {
         "active": active["id"],
         "released": released["id"],
@@ -121,7 +67,7 @@ def mixed(scheduler_client, tree):
 def test_the_list_holds_every_status_unless_filtered(viewer_client, mixed):
     response = viewer_client.get(ALLOCATIONS)
 
-    assert set(_ids(response)) == set(mixed.values())
+    assert set(row_ids(response)) == set(mixed.values())
     statuses = {row["id"]: row["status"] for row in response.json()}
     assert statuses[mixed["active"]] == "active"
     assert statuses[mixed["released"]] == "released"
@@ -173,12 +119,12 @@ def test_it_filters_by_status_case_insensitively(
 ):
     response = viewer_client.get(ALLOCATIONS, {"status": status})
 
-    assert set(_ids(response)) == {mixed[name] for name in expected}
+    assert set(row_ids(response)) == {mixed[name] for name in expected}
 
 
 @pytest.mark.parametrize("status", ["bogus", "every", "releasedd"])
 def test_it_refuses_an_unknown_status(viewer_client, mixed, status):
-    body = _assert_error(
+    body = assert_error(
         viewer_client.get(ALLOCATIONS, {"status": status}), 400, "invalid_input"
     )
     assert body["fields"]["status"]
@@ -186,18 +132,18 @@ def test_it_refuses_an_unknown_status(viewer_client, mixed, status):
 
 def test_it_filters_by_job_id_across_the_jobs_allocations(scheduler_client, tree):
     job_id = str(uuid4())
-    first = _allocate(scheduler_client, job_id=job_id)
-    _release(scheduler_client, first["id"])
-    second = _allocate(scheduler_client, job_id=job_id)
-    _allocate(scheduler_client)
+    first = allocate_ok(scheduler_client, job_id=job_id, requested_value=1)
+    release_ok(scheduler_client, first["id"])
+    second = allocate_ok(scheduler_client, job_id=job_id, requested_value=1)
+    allocate_ok(scheduler_client, requested_value=1)
 
     response = scheduler_client.get(ALLOCATIONS, {"job_id": job_id})
 
-    assert set(_ids(response)) == {first["id"], second["id"]}
+    assert set(row_ids(response)) == {first["id"], second["id"]}
 
 
 def test_it_refuses_a_job_id_filter_that_is_not_a_uuid(viewer_client, mixed):
-    _assert_error(
+    assert_error(
         viewer_client.get(ALLOCATIONS, {"job_id": "nope"}), 400, "invalid_input"
     )
 
@@ -205,18 +151,18 @@ def test_it_refuses_a_job_id_filter_that_is_not_a_uuid(viewer_client, mixed):
 def test_it_filters_by_entity_id(viewer_client, mixed):
     response = viewer_client.get(ALLOCATIONS, {"entity_id": "research"})
 
-    assert _ids(response) == [mixed["team"]]
+    assert row_ids(response) == [mixed["team"]]
 
 
 def test_an_unknown_entity_id_gives_an_empty_list(viewer_client, mixed):
-    assert _ids(viewer_client.get(ALLOCATIONS, {"entity_id": "nobody"})) == []
+    assert row_ids(viewer_client.get(ALLOCATIONS, {"entity_id": "nobody"})) == []
 
 
 @pytest.mark.parametrize("resource_type", ["cpu_hours", "CPU_Hours"])
 def test_it_filters_by_resource_type(viewer_client, mixed, resource_type):
     response = viewer_client.get(ALLOCATIONS, {"resource_type": resource_type})
 
-    assert _ids(response) == [mixed["cpu"]]
+    assert row_ids(response) == [mixed["cpu"]]
 
 
 def test_filters_combine(viewer_client, mixed):
@@ -225,18 +171,18 @@ def test_filters_combine(viewer_client, mixed):
         {"entity_id": "alice", "status": "active", "resource_type": "gpu_hours"},
     )
 
-    assert _ids(response) == [mixed["active"]]
+    assert row_ids(response) == [mixed["active"]]
 
 
 @pytest.mark.django_db(transaction=True)
 def test_the_list_is_newest_first(scheduler_client, tree):
     # Each allocate commits on its own here, so each has its own allocated_at.
-    created = [_allocate(scheduler_client)["id"] for _ in range(4)]
-    _release(scheduler_client, created[1])
+    created = [allocate_ok(scheduler_client, requested_value=1)["id"] for _ in range(4)]
+    release_ok(scheduler_client, created[1])
 
     response = scheduler_client.get(ALLOCATIONS)
 
-    assert _ids(response) == list(reversed(created))
+    assert row_ids(response) == list(reversed(created))
     times = [parse_datetime(row["allocated_at"]) for row in response.json()]
     assert times == sorted(times, reverse=True)
     assert len(set(times)) == 4
@@ -244,10 +190,10 @@ def test_the_list_is_newest_first(scheduler_client, tree):
 
 def test_the_list_pages_with_a_link_header(scheduler_client, tree):
     for _ in range(7):
-        _allocate(scheduler_client)
-    everything = _ids(scheduler_client.get(ALLOCATIONS, {"limit": 1000}))
+        allocate_ok(scheduler_client, requested_value=1)
+    everything = row_ids(scheduler_client.get(ALLOCATIONS, {"limit": 1000}))
 
-    pages = _walk(scheduler_client, f"{ALLOCATIONS}?limit=3")
+    pages = walk(scheduler_client, f"{ALLOCATIONS}?limit=3")
 
     assert [len(page) for page in pages] == [3, 3, 1]
     assert [row for page in pages for row in page] == everything
@@ -256,18 +202,23 @@ def test_the_list_pages_with_a_link_header(scheduler_client, tree):
 
 def test_the_last_full_page_has_no_next_link(scheduler_client, tree):
     for _ in range(4):
-        _allocate(scheduler_client)
+        allocate_ok(scheduler_client, requested_value=1)
 
-    pages = _walk(scheduler_client, f"{ALLOCATIONS}?limit=2")
+    pages = walk(scheduler_client, f"{ALLOCATIONS}?limit=2")
 
     assert [len(page) for page in pages] == [2, 2]
 
 
 def test_paging_keeps_the_filters(scheduler_client, mixed):
     for _ in range(3):
-        _allocate(scheduler_client, entity_type="team", entity_id="research")
+        allocate_ok(
+            scheduler_client,
+            entity_type="team",
+            entity_id="research",
+            requested_value=1,
+        )
 
-    pages = _walk(scheduler_client, f"{ALLOCATIONS}?entity_id=research&limit=2")
+    pages = walk(scheduler_client, f"{ALLOCATIONS}?entity_id=research&limit=2")
 
     assert [len(page) for page in pages] == [2, 2]
     ids = [row for page in pages for row in page]
@@ -279,18 +230,16 @@ def test_paging_keeps_the_filters(scheduler_client, mixed):
 def test_a_limit_above_the_maximum_is_clamped(viewer_client, mixed):
     response = viewer_client.get(ALLOCATIONS, {"limit": 1_000_000})
 
-    assert set(_ids(response)) == set(mixed.values())
+    assert set(row_ids(response)) == set(mixed.values())
 
 
 @pytest.mark.parametrize("limit", ["0", "-1", "abc", "1.5"])
 def test_it_refuses_a_bad_limit(viewer_client, mixed, limit):
-    _assert_error(
-        viewer_client.get(ALLOCATIONS, {"limit": limit}), 400, "invalid_input"
-    )
+    assert_error(viewer_client.get(ALLOCATIONS, {"limit": limit}), 400, "invalid_input")
 
 
 def test_it_refuses_a_forged_cursor(viewer_client, mixed):
-    _assert_error(
+    assert_error(
         viewer_client.get(ALLOCATIONS, {"cursor": "not-a-cursor!"}),
         400,
         "invalid_input",
@@ -298,7 +247,7 @@ def test_it_refuses_a_forged_cursor(viewer_client, mixed):
 
 
 def test_the_list_needs_an_api_key(api_client, mixed):
-    _assert_error(api_client.get(ALLOCATIONS), 401, "unauthorized")
+    assert_error(api_client.get(ALLOCATIONS), 401, "unauthorized")
 
 
 # --- GET /allocations/{id} -----------------------------------------------------------
@@ -317,11 +266,11 @@ def test_it_gets_one_allocation(viewer_client, mixed):
 
 
 def test_an_unknown_allocation_is_404(viewer_client, mixed):
-    _assert_error(viewer_client.get(f"{ALLOCATIONS}/{UNKNOWN_ID}"), 404, "not_found")
+    assert_error(viewer_client.get(f"{ALLOCATIONS}/{UNKNOWN_ID}"), 404, "not_found")
 
 
 def test_getting_an_allocation_needs_an_api_key(api_client, mixed):
-    _assert_error(
+    assert_error(
         api_client.get(f"{ALLOCATIONS}/{mixed['active']}"), 401, "unauthorized"
     )
 
@@ -340,7 +289,7 @@ def test_a_quotas_allocations_are_the_active_ones_by_default(
 
     response = viewer_client.get(_quota_allocations(user))
 
-    assert _ids(response) == [mixed["active"]]
+    assert row_ids(response) == [mixed["active"]]
 
 
 @pytest.mark.parametrize(
@@ -361,7 +310,7 @@ def test_status_widens_a_quotas_allocations(
 
     response = viewer_client.get(_quota_allocations(user), {"status": status})
 
-    assert set(_ids(response)) == {mixed[name] for name in expected}
+    assert set(row_ids(response)) == {mixed[name] for name in expected}
 
 
 @pytest.mark.parametrize("status", ["bogus", "inactive"])
@@ -372,22 +321,22 @@ def test_a_quotas_allocations_refuse_an_unknown_status(
 
     response = viewer_client.get(_quota_allocations(user), {"status": status})
 
-    assert _assert_error(response, 400, "invalid_input")["fields"]["status"]
+    assert assert_error(response, 400, "invalid_input")["fields"]["status"]
 
 
 def test_the_allocations_of_an_unknown_quota_are_404(viewer_client, mixed):
     response = viewer_client.get(f"/api/v1/quotas/{UNKNOWN_ID}/allocations")
 
-    _assert_error(response, 404, "not_found")
+    assert_error(response, 404, "not_found")
 
 
 def test_a_quotas_allocations_page_with_a_link_header(scheduler_client, tree):
     org, team, user = tree
     for _ in range(5):
-        _allocate(scheduler_client)
-    everything = _ids(scheduler_client.get(_quota_allocations(user)))
+        allocate_ok(scheduler_client, requested_value=1)
+    everything = row_ids(scheduler_client.get(_quota_allocations(user)))
 
-    pages = _walk(scheduler_client, f"{_quota_allocations(user)}?limit=2")
+    pages = walk(scheduler_client, f"{_quota_allocations(user)}?limit=2")
 
     assert [len(page) for page in pages] == [2, 2, 1]
     assert [row for page in pages for row in page] == everything
@@ -417,7 +366,7 @@ HISTORY_FIELDS = {
 
 def test_history_rows_have_the_wire_shape(scheduler_client, tree):
     org, team, user = tree
-    granted = _allocate(scheduler_client, requested_value="2.5", metadata={"q": "x"})
+    granted = allocate_ok(scheduler_client, requested_value="2.5", metadata={"q": "x"})
 
     response = scheduler_client.get(_history(user.id))
 
@@ -444,8 +393,10 @@ def test_history_rows_have_the_wire_shape(scheduler_client, tree):
 
 def test_a_quotas_history_holds_only_its_own_rows(scheduler_client, tree):
     org, team, user = tree
-    _allocate(scheduler_client)
-    _allocate(scheduler_client, entity_type="team", entity_id="research")
+    allocate_ok(scheduler_client, requested_value=1)
+    allocate_ok(
+        scheduler_client, entity_type="team", entity_id="research", requested_value=1
+    )
 
     rows = scheduler_client.get(_history(user.id)).json()
 
@@ -456,9 +407,9 @@ def test_a_quotas_history_holds_only_its_own_rows(scheduler_client, tree):
 def test_history_is_newest_first_and_filters_by_time(scheduler_client, tree):
     org, team, user = tree
     # Each call commits on its own here, so each row has its own timestamp.
-    first = _allocate(scheduler_client)
-    _release(scheduler_client, first["id"])
-    _allocate(scheduler_client)
+    first = allocate_ok(scheduler_client, requested_value=1)
+    release_ok(scheduler_client, first["id"])
+    allocate_ok(scheduler_client, requested_value=1)
     rows = scheduler_client.get(_history(user.id)).json()
     times = [parse_datetime(row["timestamp"]) for row in rows]
 
@@ -468,7 +419,7 @@ def test_history_is_newest_first_and_filters_by_time(scheduler_client, tree):
     newest, middle, oldest = (row["id"] for row in rows)
 
     def ids(**query):
-        return _ids(scheduler_client.get(_history(user.id), query))
+        return row_ids(scheduler_client.get(_history(user.id), query))
 
     between_old = (times[2] + (times[1] - times[2]) / 2).isoformat()
     between_new = (times[1] + (times[0] - times[1]) / 2).isoformat()
@@ -486,10 +437,10 @@ def test_history_is_newest_first_and_filters_by_time(scheduler_client, tree):
 
 def test_history_filters_by_operation_case_insensitively(scheduler_client, tree):
     org, team, user = tree
-    granted = _allocate(scheduler_client)
-    _release(scheduler_client, granted["id"])
-    expiring = _allocate(scheduler_client, ttl_seconds=60)
-    _expire(expiring["id"])
+    granted = allocate_ok(scheduler_client, requested_value=1)
+    release_ok(scheduler_client, granted["id"])
+    expiring = allocate_ok(scheduler_client, ttl_seconds=60, requested_value=1)
+    expire(expiring["id"])
 
     def operations(value):
         response = scheduler_client.get(_history(user.id), {"operation": value})
@@ -513,25 +464,25 @@ def test_history_filters_by_operation_case_insensitively(scheduler_client, tree)
 )
 def test_history_refuses_bad_filters(scheduler_client, tree, query):
     org, team, user = tree
-    _allocate(scheduler_client)
+    allocate_ok(scheduler_client, requested_value=1)
 
     response = scheduler_client.get(_history(user.id), query)
 
-    _assert_error(response, 400, "invalid_input")
+    assert_error(response, 400, "invalid_input")
 
 
 def test_history_honours_limit_and_pages_with_a_link_header(scheduler_client, tree):
     org, team, user = tree
     for _ in range(3):
-        granted = _allocate(scheduler_client)
-        _release(scheduler_client, granted["id"])
-    everything = _ids(scheduler_client.get(_history(user.id)))
+        granted = allocate_ok(scheduler_client, requested_value=1)
+        release_ok(scheduler_client, granted["id"])
+    everything = row_ids(scheduler_client.get(_history(user.id)))
 
     first_page = scheduler_client.get(_history(user.id), {"limit": 4})
-    pages = _walk(scheduler_client, f"{_history(user.id)}?limit=4")
+    pages = walk(scheduler_client, f"{_history(user.id)}?limit=4")
 
-    assert len(_ids(first_page)) == 4
-    assert _next_link(first_page) is not None
+    assert len(row_ids(first_page)) == 4
+    assert next_link(first_page) is not None
     assert [len(page) for page in pages] == [4, 2]
     assert [row for page in pages for row in page] == everything
     assert len(set(everything)) == 6
@@ -540,10 +491,10 @@ def test_history_honours_limit_and_pages_with_a_link_header(scheduler_client, tr
 def test_paging_history_keeps_the_operation_filter(scheduler_client, tree):
     org, team, user = tree
     for _ in range(3):
-        granted = _allocate(scheduler_client)
-        _release(scheduler_client, granted["id"])
+        granted = allocate_ok(scheduler_client, requested_value=1)
+        release_ok(scheduler_client, granted["id"])
 
-    pages = _walk(scheduler_client, f"{_history(user.id)}?operation=release&limit=2")
+    pages = walk(scheduler_client, f"{_history(user.id)}?operation=release&limit=2")
 
     assert [len(page) for page in pages] == [2, 1]
     ids = [row for page in pages for row in page]
@@ -553,7 +504,7 @@ def test_paging_history_keeps_the_operation_filter(scheduler_client, tree):
 
 
 def test_the_history_of_an_unknown_quota_is_404(viewer_client, mixed):
-    _assert_error(viewer_client.get(_history(UNKNOWN_ID)), 404, "not_found")
+    assert_error(viewer_client.get(_history(UNKNOWN_ID)), 404, "not_found")
 
 
 def test_a_quota_without_history_answers_an_empty_list(viewer_client, tree):
@@ -568,7 +519,7 @@ def test_a_quota_without_history_answers_an_empty_list(viewer_client, tree):
 def test_history_needs_an_api_key(api_client, tree):
     org, team, user = tree
 
-    _assert_error(api_client.get(_history(user.id)), 401, "unauthorized")
+    assert_error(api_client.get(_history(user.id)), 401, "unauthorized")
 
 
 # --- Deleting a quota keeps its history ----------------------------------------------
@@ -578,9 +529,9 @@ def test_a_deleted_quota_keeps_its_history_and_released_allocations(
     scheduler_client, admin_client_api, tree
 ):
     org, team, user = tree
-    granted = [_allocate(scheduler_client, requested_value=n) for n in (1, 2)]
+    granted = [allocate_ok(scheduler_client, requested_value=n) for n in (1, 2)]
     for allocation in granted:
-        _release(scheduler_client, allocation["id"])
+        release_ok(scheduler_client, allocation["id"])
     history_before = scheduler_client.get(_history(user.id)).json()
 
     deleted = admin_client_api.delete(f"/api/v1/quotas/{user.id}")
@@ -593,7 +544,7 @@ def test_a_deleted_quota_keeps_its_history_and_released_allocations(
     assert len(history.json()) == 4
     assert {row["entity_id"] for row in history.json()} == {"alice"}
     listed = scheduler_client.get(ALLOCATIONS, {"entity_id": "alice"})
-    assert set(_ids(listed)) == {allocation["id"] for allocation in granted}
+    assert set(row_ids(listed)) == {allocation["id"] for allocation in granted}
     assert {row["status"] for row in listed.json()} == {"released"}
     assert {row["quota_id"] for row in listed.json()} == {str(user.id)}
     for allocation in granted:
@@ -601,21 +552,21 @@ def test_a_deleted_quota_keeps_its_history_and_released_allocations(
         assert one.status_code == 200
         assert one.json()["quota_id"] == str(user.id)
     # Everywhere else the deleted quota is gone.
-    _assert_error(scheduler_client.get(f"/api/v1/quotas/{user.id}"), 404, "not_found")
-    _assert_error(scheduler_client.get(_quota_allocations(user)), 404, "not_found")
+    assert_error(scheduler_client.get(f"/api/v1/quotas/{user.id}"), 404, "not_found")
+    assert_error(scheduler_client.get(_quota_allocations(user)), 404, "not_found")
 
 
 def test_a_quota_holding_an_active_allocation_cannot_be_deleted(
     scheduler_client, admin_client_api, tree
 ):
     org, team, user = tree
-    granted = _allocate(scheduler_client)
+    granted = allocate_ok(scheduler_client, requested_value=1)
 
     response = admin_client_api.delete(f"/api/v1/quotas/{user.id}")
 
-    _assert_error(response, 409, "conflict")
+    assert_error(response, 409, "conflict")
     assert Quota.objects.filter(id=user.id).exists()
-    assert _ids(scheduler_client.get(_quota_allocations(user))) == [granted["id"]]
+    assert row_ids(scheduler_client.get(_quota_allocations(user))) == [granted["id"]]
 
 
 # --- Query counts --------------------------------------------------------------------
@@ -687,13 +638,7 @@ def test_a_check_and_a_release_are_one_query_each(
     org, team, user = tree
     leaf = user if depth == 3 else QuotaFactory(entity_id="solo")
     _pad_history(leaf, history_rows)
-    granted = services.allocation_create(
-        entity_type=leaf.entity_type,
-        entity_id=leaf.entity_id,
-        resource_type="gpu_hours",
-        job_id=uuid4(),
-        requested_value=Decimal("1"),
-    )
+    granted = allocate_on(leaf, "1")
 
     with django_assert_num_queries(1):
         check = services.allocation_check(
@@ -703,7 +648,7 @@ def test_a_check_and_a_release_are_one_query_each(
             requested_value=Decimal("1"),
         )
     with django_assert_num_queries(1):
-        services.allocation_release(allocation_id=granted.allocation.id)
+        services.allocation_release(allocation_id=granted.id)
 
     assert len(check.levels) == depth
     assert Quota.objects.get(id=leaf.id).used == 0
@@ -711,14 +656,8 @@ def test_a_check_and_a_release_are_one_query_each(
 
 def _grant_many(count: int) -> None:
     for _ in range(count):
-        result = services.allocation_create(
-            entity_type="user",
-            entity_id="alice",
-            resource_type="gpu_hours",
-            job_id=uuid4(),
-            requested_value=Decimal("0.01"),
-        )
-        services.allocation_release(allocation_id=result.allocation.id)
+        allocation = allocate_direct(amount="0.01")
+        services.allocation_release(allocation_id=allocation.id)
 
 
 def _list_urls(user) -> list[str]:
@@ -767,7 +706,7 @@ def test_following_a_page_link_costs_no_more_queries(
         with django_assert_max_num_queries(6) as captured:
             first = viewer_client.get(f"{url}{'&' if '?' in url else '?'}limit=5")
         first_count = len(captured.captured_queries)
-        link = _next_link(first)
+        link = next_link(first)
         assert link is not None
 
         with django_assert_max_num_queries(first_count):

@@ -3,92 +3,32 @@ amount goes back to every level exactly once, a lease is extended only while the
 allocation is active (DESIGN §3 Release, §5).
 """
 
-import json
 from datetime import timedelta
 from decimal import Decimal
-from uuid import uuid4
 
 import pytest
-from django.db import connection
 from django.db.models import F
 from django.utils.dateparse import parse_datetime
 
-from allocations import services
 from allocations.models import Allocation, AllocationStatus, UsageHistory
 from quotas.models import Quota
-
-ALLOCATIONS = "/api/v1/allocations"
-UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"
-
-
-def _allocate(client, **overrides) -> dict:
-    body = {
-        "entity_type": "user",
-        "entity_id": "alice",
-        "job_id": str(uuid4()),
-        "resource_type": "gpu_hours",
-        "requested_value": 10,
-    }
-    body.update(overrides)
-    response = client.post(ALLOCATIONS, body, format="json")
-    assert response.status_code == 201
-    return response.json()
-
-
-def _release(client, allocation_id):
-    return client.delete(f"{ALLOCATIONS}/{allocation_id}")
+from tests.helpers import (
+    ALLOCATIONS,
+    UNKNOWN_ID,
+    allocate_ok,
+    assert_books_unchanged,
+    assert_error,
+    books,
+    database_now,
+    exact,
+    expire,
+    release,
+    used_of,
+)
 
 
 def _renew(client, allocation_id, body):
     return client.post(f"{ALLOCATIONS}/{allocation_id}/renew", body, format="json")
-
-
-def _exact(response) -> dict:
-    return json.loads(response.content, parse_float=Decimal)
-
-
-def _books() -> dict:
-    return {
-        "quotas": list(Quota.objects.order_by("id").values()),
-        "allocations": list(Allocation.objects.order_by("id").values()),
-        "history": list(UsageHistory.objects.order_by("id").values()),
-    }
-
-
-def _assert_unchanged(before: dict) -> None:
-    after = _books()
-    assert [(row["id"], row["used"]) for row in after["quotas"]] == [
-        (row["id"], row["used"]) for row in before["quotas"]
-    ]
-    assert len(after["allocations"]) == len(before["allocations"])
-    assert len(after["history"]) == len(before["history"])
-    assert after == before
-
-
-def _assert_error(response, status: int, kind: str) -> dict:
-    assert response.status_code == status
-    body = _exact(response)
-    assert body["error"] == kind
-    assert body["message"]
-    return body
-
-
-def _used(*quotas) -> list[Decimal]:
-    return [Quota.objects.get(id=quota.id).used for quota in quotas]
-
-
-def _database_now():
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT now()")
-        return cursor.fetchone()[0]
-
-
-def _expire(allocation_id) -> None:
-    # Test state: the lease ran out an hour ago; the sweeper's service expires it.
-    Allocation.objects.filter(id=allocation_id).update(
-        expires_at=F("allocated_at") - timedelta(hours=1)
-    )
-    services.allocation_expire(allocation_id=allocation_id)
 
 
 # --- Release -------------------------------------------------------------------------
@@ -96,18 +36,18 @@ def _expire(allocation_id) -> None:
 
 def test_it_answers_200_with_the_released_allocation(scheduler_client, tree):
     org, team, user = tree
-    granted = _allocate(scheduler_client, requested_value="12.5", metadata={"q": "a"})
+    granted = allocate_ok(scheduler_client, requested_value="12.5", metadata={"q": "a"})
 
-    response = _release(scheduler_client, granted["id"])
+    response = release(scheduler_client, granted["id"])
 
     assert response.status_code == 200
-    body = _exact(response)
+    body = exact(response)
     assert body["id"] == granted["id"]
     assert body["status"] == "released"
     assert body["released_at"] is not None
     released_at = parse_datetime(body["released_at"])
     assert released_at >= parse_datetime(granted["allocated_at"])
-    assert abs(released_at - _database_now()) < timedelta(seconds=5)
+    assert abs(released_at - database_now()) < timedelta(seconds=5)
     assert body["version"] == granted["version"] + 1
     for field in ["quota_id", "entity_type", "entity_id", "job_id", "resource_type"]:
         assert body[field] == granted[field]
@@ -120,26 +60,28 @@ def test_it_answers_200_with_the_released_allocation(scheduler_client, tree):
 
 def test_it_returns_the_amount_to_every_level(scheduler_client, tree):
     org, team, user = tree
-    _allocate(scheduler_client, requested_value=5)
-    _allocate(
+    allocate_ok(scheduler_client, requested_value=5)
+    allocate_ok(
         scheduler_client, entity_type="team", entity_id="research", requested_value=7
     )
-    before = _used(user, team, org)
-    granted = _allocate(scheduler_client, requested_value="8.0001")
-    assert _used(user, team, org) == [v + Decimal("8.0001") for v in before]
+    before = used_of(user, team, org)
+    granted = allocate_ok(scheduler_client, requested_value="8.0001")
+    assert used_of(user, team, org) == [v + Decimal("8.0001") for v in before]
 
-    _release(scheduler_client, granted["id"])
+    release(scheduler_client, granted["id"])
 
-    assert _used(user, team, org) == before == [5, 12, 12]
+    assert used_of(user, team, org) == before == [5, 12, 12]
 
 
 def test_it_writes_one_release_history_row_with_the_entity_identity(
     scheduler_client, tree
 ):
     org, team, user = tree
-    granted = _allocate(scheduler_client, requested_value=4, metadata={"queue": "a100"})
+    granted = allocate_ok(
+        scheduler_client, requested_value=4, metadata={"queue": "a100"}
+    )
 
-    _release(scheduler_client, granted["id"])
+    release(scheduler_client, granted["id"])
 
     row = UsageHistory.objects.get(operation="release")
     assert str(row.allocation_id) == granted["id"]
@@ -157,88 +99,88 @@ def test_a_second_release_is_already_released_and_changes_nothing(
     scheduler_client, tree
 ):
     org, team, user = tree
-    granted = _allocate(scheduler_client)
-    first = _release(scheduler_client, granted["id"])
-    before = _books()
+    granted = allocate_ok(scheduler_client)
+    first = release(scheduler_client, granted["id"])
+    before = books()
 
-    second = _release(scheduler_client, granted["id"])
+    second = release(scheduler_client, granted["id"])
 
     assert first.status_code == 200
-    body = _assert_error(second, 409, "already_released")
+    body = assert_error(second, 409, "already_released")
     assert granted["id"] in body["message"]
-    _assert_unchanged(before)
-    assert _used(user, team, org) == [0, 0, 0]
+    assert_books_unchanged(before)
+    assert used_of(user, team, org) == [0, 0, 0]
 
 
 def test_releasing_an_expired_allocation_is_already_released(scheduler_client, tree):
     org, team, user = tree
-    granted = _allocate(scheduler_client, ttl_seconds=60)
-    _expire(granted["id"])
-    assert _used(user, team, org) == [0, 0, 0]
-    before = _books()
+    granted = allocate_ok(scheduler_client, ttl_seconds=60)
+    expire(granted["id"])
+    assert used_of(user, team, org) == [0, 0, 0]
+    before = books()
 
-    response = _release(scheduler_client, granted["id"])
+    response = release(scheduler_client, granted["id"])
 
-    _assert_error(response, 409, "already_released")
-    _assert_unchanged(before)
+    assert_error(response, 409, "already_released")
+    assert_books_unchanged(before)
 
 
 def test_releasing_an_unknown_allocation_is_404(scheduler_client, tree):
-    _allocate(scheduler_client)
-    before = _books()
+    allocate_ok(scheduler_client)
+    before = books()
 
-    response = _release(scheduler_client, UNKNOWN_ID)
+    response = release(scheduler_client, UNKNOWN_ID)
 
-    _assert_error(response, 404, "not_found")
-    _assert_unchanged(before)
+    assert_error(response, 404, "not_found")
+    assert_books_unchanged(before)
 
 
 def test_a_path_that_is_not_a_uuid_is_404(scheduler_client, tree):
-    _assert_error(_release(scheduler_client, "not-a-uuid"), 404, "not_found")
+    assert_error(release(scheduler_client, "not-a-uuid"), 404, "not_found")
 
 
 def test_releasing_one_allocation_leaves_the_others_alone(scheduler_client, tree):
     org, team, user = tree
-    kept = _allocate(scheduler_client, requested_value=3)
-    gone = _allocate(scheduler_client, requested_value=4)
+    kept = allocate_ok(scheduler_client, requested_value=3)
+    gone = allocate_ok(scheduler_client, requested_value=4)
 
-    _release(scheduler_client, gone["id"])
+    release(scheduler_client, gone["id"])
 
     assert Allocation.objects.get(id=kept["id"]).status == AllocationStatus.ACTIVE
-    assert _used(user, team, org) == [3, 3, 3]
+    assert used_of(user, team, org) == [3, 3, 3]
 
 
-def test_a_viewer_may_not_release(scheduler_client, viewer_client, tree):
-    granted = _allocate(scheduler_client)
-    before = _books()
+@pytest.mark.parametrize(
+    ("caller", "status", "kind"),
+    [
+        pytest.param("viewer_client", 403, "forbidden", id="a-viewer"),
+        pytest.param("api_client", 401, "unauthorized", id="without-an-api-key"),
+    ],
+)
+def test_a_viewer_or_a_caller_without_a_key_may_not_release(
+    request, scheduler_client, tree, caller, status, kind
+):
+    client = request.getfixturevalue(caller)
+    granted = allocate_ok(scheduler_client)
+    before = books()
 
-    response = _release(viewer_client, granted["id"])
+    response = release(client, granted["id"])
 
-    _assert_error(response, 403, "forbidden")
-    _assert_unchanged(before)
-
-
-def test_releasing_needs_an_api_key(scheduler_client, api_client, tree):
-    granted = _allocate(scheduler_client)
-    before = _books()
-
-    response = _release(api_client, granted["id"])
-
-    _assert_error(response, 401, "unauthorized")
-    _assert_unchanged(before)
+    assert_error(response, status, kind)
+    assert_books_unchanged(before)
 
 
 def test_an_admin_may_release(scheduler_client, admin_client_api, tree):
-    granted = _allocate(scheduler_client)
+    granted = allocate_ok(scheduler_client)
 
-    assert _release(admin_client_api, granted["id"]).status_code == 200
+    assert release(admin_client_api, granted["id"]).status_code == 200
 
 
 # --- Renew ---------------------------------------------------------------------------
 
 
 def test_renew_extends_the_lease_from_now_and_bumps_the_version(scheduler_client, tree):
-    granted = _allocate(scheduler_client, ttl_seconds=60)
+    granted = allocate_ok(scheduler_client, ttl_seconds=60)
 
     response = _renew(scheduler_client, granted["id"], {"ttl_seconds": 7200})
 
@@ -249,7 +191,7 @@ def test_renew_extends_the_lease_from_now_and_bumps_the_version(scheduler_client
     assert body["version"] == granted["version"] + 1
     expires_at = parse_datetime(body["expires_at"])
     assert expires_at > parse_datetime(granted["expires_at"])
-    assert abs(expires_at - (_database_now() + timedelta(seconds=7200))) < timedelta(
+    assert abs(expires_at - (database_now() + timedelta(seconds=7200))) < timedelta(
         seconds=5
     )
     stored = Allocation.objects.get(id=granted["id"])
@@ -258,7 +200,7 @@ def test_renew_extends_the_lease_from_now_and_bumps_the_version(scheduler_client
 
 
 def test_renew_gives_a_lease_to_an_allocation_without_one(scheduler_client, tree):
-    granted = _allocate(scheduler_client)
+    granted = allocate_ok(scheduler_client)
     assert granted["expires_at"] is None
 
     body = _renew(scheduler_client, granted["id"], {"ttl_seconds": 600}).json()
@@ -267,7 +209,7 @@ def test_renew_gives_a_lease_to_an_allocation_without_one(scheduler_client, tree
 
 
 def test_each_renew_bumps_the_version(scheduler_client, tree):
-    granted = _allocate(scheduler_client, ttl_seconds=60)
+    granted = allocate_ok(scheduler_client, ttl_seconds=60)
 
     _renew(scheduler_client, granted["id"], {"ttl_seconds": 600})
     body = _renew(scheduler_client, granted["id"], {"ttl_seconds": 600}).json()
@@ -276,7 +218,7 @@ def test_each_renew_bumps_the_version(scheduler_client, tree):
 
 
 def test_renew_touches_no_quota_and_writes_no_history(scheduler_client, tree):
-    granted = _allocate(scheduler_client, ttl_seconds=60)
+    granted = allocate_ok(scheduler_client, ttl_seconds=60)
     quotas = list(Quota.objects.order_by("id").values())
     history = list(UsageHistory.objects.order_by("id").values())
 
@@ -287,25 +229,25 @@ def test_renew_touches_no_quota_and_writes_no_history(scheduler_client, tree):
 
 
 def test_renewing_a_released_allocation_is_already_released(scheduler_client, tree):
-    granted = _allocate(scheduler_client, ttl_seconds=60)
-    _release(scheduler_client, granted["id"])
-    before = _books()
+    granted = allocate_ok(scheduler_client, ttl_seconds=60)
+    release(scheduler_client, granted["id"])
+    before = books()
 
     response = _renew(scheduler_client, granted["id"], {"ttl_seconds": 600})
 
-    _assert_error(response, 409, "already_released")
-    _assert_unchanged(before)
+    assert_error(response, 409, "already_released")
+    assert_books_unchanged(before)
 
 
 def test_renewing_an_expired_allocation_is_already_released(scheduler_client, tree):
-    granted = _allocate(scheduler_client, ttl_seconds=60)
-    _expire(granted["id"])
-    before = _books()
+    granted = allocate_ok(scheduler_client, ttl_seconds=60)
+    expire(granted["id"])
+    before = books()
 
     response = _renew(scheduler_client, granted["id"], {"ttl_seconds": 600})
 
-    _assert_error(response, 409, "already_released")
-    _assert_unchanged(before)
+    assert_error(response, 409, "already_released")
+    assert_books_unchanged(before)
 
 
 @pytest.mark.parametrize(
@@ -321,43 +263,43 @@ def test_renewing_an_expired_allocation_is_already_released(scheduler_client, tr
     ],
 )
 def test_renew_refuses_a_bad_ttl(scheduler_client, tree, body):
-    granted = _allocate(scheduler_client, ttl_seconds=60)
-    before = _books()
+    granted = allocate_ok(scheduler_client, ttl_seconds=60)
+    before = books()
 
     response = _renew(scheduler_client, granted["id"], body)
 
-    error = _assert_error(response, 400, "invalid_input")
+    error = assert_error(response, 400, "invalid_input")
     assert error["fields"]["ttl_seconds"]
-    _assert_unchanged(before)
+    assert_books_unchanged(before)
 
 
 def test_renewing_an_unknown_allocation_is_404(scheduler_client, tree):
-    before = _books()
+    before = books()
 
     response = _renew(scheduler_client, UNKNOWN_ID, {"ttl_seconds": 600})
 
-    _assert_error(response, 404, "not_found")
-    _assert_unchanged(before)
+    assert_error(response, 404, "not_found")
+    assert_books_unchanged(before)
 
 
-def test_a_viewer_may_not_renew(scheduler_client, viewer_client, tree):
-    granted = _allocate(scheduler_client, ttl_seconds=60)
-    before = _books()
+@pytest.mark.parametrize(
+    ("caller", "status", "kind"),
+    [
+        pytest.param("viewer_client", 403, "forbidden", id="a-viewer"),
+        pytest.param("api_client", 401, "unauthorized", id="without-an-api-key"),
+    ],
+)
+def test_a_viewer_or_a_caller_without_a_key_may_not_renew(
+    request, scheduler_client, tree, caller, status, kind
+):
+    client = request.getfixturevalue(caller)
+    granted = allocate_ok(scheduler_client, ttl_seconds=60)
+    before = books()
 
-    response = _renew(viewer_client, granted["id"], {"ttl_seconds": 600})
+    response = _renew(client, granted["id"], {"ttl_seconds": 600})
 
-    _assert_error(response, 403, "forbidden")
-    _assert_unchanged(before)
-
-
-def test_renewing_needs_an_api_key(scheduler_client, api_client, tree):
-    granted = _allocate(scheduler_client, ttl_seconds=60)
-    before = _books()
-
-    response = _renew(api_client, granted["id"], {"ttl_seconds": 600})
-
-    _assert_error(response, 401, "unauthorized")
-    _assert_unchanged(before)
+    assert_error(response, status, kind)
+    assert_books_unchanged(before)
 
 
 # --- History keeps the entity's identity ---------------------------------------------
@@ -367,16 +309,16 @@ def test_history_rows_keep_the_entity_identity_of_every_operation(
     scheduler_client, tree
 ):
     org, team, user = tree
-    released = _allocate(scheduler_client, requested_value=2)
-    expired = _allocate(
+    released = allocate_ok(scheduler_client, requested_value=2)
+    expired = allocate_ok(
         scheduler_client,
         entity_type="team",
         entity_id="research",
         requested_value=3,
         ttl_seconds=60,
     )
-    _release(scheduler_client, released["id"])
-    _expire(expired["id"])
+    release(scheduler_client, released["id"])
+    expire(expired["id"])
 
     rows = {
         (row.operation, str(row.allocation_id)): row
@@ -407,28 +349,28 @@ def test_history_rows_keep_the_entity_identity_of_every_operation(
         )
         assert (row.resource_type, row.allocated_value) == ("gpu_hours", 3)
         assert str(row.job_id) == expired["job_id"]
-    assert _used(user, team, org) == [0, 0, 0]
+    assert used_of(user, team, org) == [0, 0, 0]
 
 
 def test_a_lease_that_has_run_out_cannot_be_renewed(scheduler_client, tree):
-    created = _allocate(scheduler_client, ttl_seconds=60)
+    created = allocate_ok(scheduler_client, ttl_seconds=60)
     Allocation.objects.filter(id=created["id"]).update(
         expires_at=F("allocated_at") - timedelta(seconds=1)
     )
-    before = _books()
+    before = books()
 
     response = _renew(scheduler_client, created["id"], {"ttl_seconds": 600})
 
-    _assert_error(response, 409, "conflict")
+    assert_error(response, 409, "conflict")
     assert "run out" in response.json()["message"]
-    _assert_unchanged(before)
+    assert_books_unchanged(before)
 
 
 def test_a_retry_after_the_lease_ran_out_expires_the_old_one_and_allocates_anew(
     scheduler_client, tree
 ):
     org, team, user = tree
-    first = _allocate(scheduler_client, ttl_seconds=60)
+    first = allocate_ok(scheduler_client, ttl_seconds=60)
     Allocation.objects.filter(id=first["id"]).update(
         expires_at=F("allocated_at") - timedelta(seconds=1)
     )
@@ -451,4 +393,4 @@ def test_a_retry_after_the_lease_ran_out_expires_the_old_one_and_allocates_anew(
     assert UsageHistory.objects.filter(
         allocation_id=first["id"], operation="expire"
     ).exists()
-    assert _used(org, team, user) == [Decimal("10")] * 3
+    assert used_of(org, team, user) == [Decimal("10")] * 3

@@ -11,30 +11,17 @@ from rest_framework.test import APIClient
 from quotas import selectors
 from quotas.access.keys import api_key_create
 from quotas.models import ApiKey, Quota
-
-QUOTAS = "/api/v1/quotas"
+from tests.helpers import QUOTAS, assert_error, org_body
 
 LEAKS = ("Traceback", 'File "', "SELECT ", "psycopg", "django.", "/work/", ".py")
 
 
-def _quota_body(**overrides) -> dict:
-    return {
-        "entity_type": "organization",
-        "entity_id": "acme-errors",
-        "resource_type": "gpu_hours",
-        "limit_value": 10,
-        **overrides,
-    }
-
-
-def _assert_error(response, status: int, kind: str) -> dict:
-    """The response is the JSON error body of DESIGN §5 with this status and kind."""
-    assert response.status_code == status, response.content
+def _assert_clean_error(response, status: int, kind: str) -> dict:
+    """``assert_error``, and the body is DESIGN §5's JSON and nothing more: no
+    traceback, SQL or path leaks into it."""
+    body = assert_error(response, status, kind)
     assert response["Content-Type"].startswith("application/json")
-    body = response.json()
-    assert body["error"] == kind
     assert isinstance(body["message"], str)
-    assert body["message"]
     assert set(body) <= {"error", "message", "fields"}
     text = response.content.decode()
     for leak in LEAKS:
@@ -71,7 +58,7 @@ def test_malformed_json_is_refused_as_invalid_input(admin_client_api, payload):
         QUOTAS, data=payload, content_type="application/json"
     )
 
-    body = _assert_error(response, 400, "invalid_input")
+    body = _assert_clean_error(response, 400, "invalid_input")
     assert "JSON" in body["message"]
     assert not Quota.objects.exists()
 
@@ -81,7 +68,7 @@ def test_a_body_that_is_not_utf8_is_refused_as_invalid_input(admin_client_api):
         QUOTAS, data=b'{"entity_id": "\xff\xfe"}', content_type="application/json"
     )
 
-    _assert_error(response, 400, "invalid_input")
+    _assert_clean_error(response, 400, "invalid_input")
 
 
 def test_json_nested_too_deeply_is_refused_as_invalid_input(admin_client_api):
@@ -89,7 +76,7 @@ def test_json_nested_too_deeply_is_refused_as_invalid_input(admin_client_api):
         QUOTAS, data="[" * 100_000 + "]" * 100_000, content_type="application/json"
     )
 
-    _assert_error(response, 400, "invalid_input")
+    _assert_clean_error(response, 400, "invalid_input")
 
 
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
@@ -103,7 +90,7 @@ def test_nan_and_infinity_literals_are_refused(admin_client_api, literal):
         QUOTAS, data=payload, content_type="application/json"
     )
 
-    body = _assert_error(response, 400, "invalid_input")
+    body = _assert_clean_error(response, 400, "invalid_input")
     assert literal.lstrip("-") in body["message"]
     assert not Quota.objects.exists()
 
@@ -120,7 +107,7 @@ def test_nan_and_infinity_literals_are_refused_on_update(
         content_type="application/json",
     )
 
-    _assert_error(response, 400, "invalid_input")
+    _assert_clean_error(response, 400, "invalid_input")
     org.refresh_from_db()
     assert org.limit_value == 100
 
@@ -133,14 +120,16 @@ def test_a_top_level_json_value_other_than_an_object_is_refused_on_create(
         QUOTAS, data=payload, content_type="application/json"
     )
 
-    _assert_error(response, 400, "invalid_input")
+    _assert_clean_error(response, 400, "invalid_input")
     assert not Quota.objects.exists()
 
 
 def test_a_top_level_array_of_quotas_is_refused_on_create(admin_client_api):
-    response = admin_client_api.post(QUOTAS, data=[_quota_body()], format="json")
+    response = admin_client_api.post(
+        QUOTAS, data=[org_body("acme-errors", 10)], format="json"
+    )
 
-    _assert_error(response, 400, "invalid_input")
+    _assert_clean_error(response, 400, "invalid_input")
     assert not Quota.objects.exists()
 
 
@@ -149,7 +138,7 @@ def test_a_json_null_body_is_refused_on_create(admin_client_api):
         QUOTAS, data="null", content_type="application/json"
     )
 
-    _assert_error(response, 400, "invalid_input")
+    _assert_clean_error(response, 400, "invalid_input")
 
 
 @pytest.mark.parametrize(
@@ -165,17 +154,17 @@ def test_a_top_level_json_value_other_than_an_object_is_refused_on_update(
         f"{QUOTAS}/{org.id}", data=payload, content_type="application/json"
     )
 
-    _assert_error(response, 400, "invalid_input")
+    _assert_clean_error(response, 400, "invalid_input")
     org.refresh_from_db()
     assert org.limit_value == 100
 
 
 def test_a_validation_error_lists_the_fields(admin_client_api):
     response = admin_client_api.post(
-        QUOTAS, data=_quota_body(limit_value="lots"), format="json"
+        QUOTAS, data=org_body("acme-errors", "lots"), format="json"
     )
 
-    body = _assert_error(response, 400, "invalid_input")
+    body = _assert_clean_error(response, 400, "invalid_input")
     assert "limit_value" in body["fields"]
     assert all(isinstance(text, str) for text in body["fields"]["limit_value"])
     assert "limit_value" in body["message"]
@@ -183,13 +172,13 @@ def test_a_validation_error_lists_the_fields(admin_client_api):
 
 def test_a_body_above_the_upload_limit_answers_413(admin_client_api, settings):
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1024
-    payload = json.dumps(_quota_body(entity_id="x" * 2048))
+    payload = json.dumps(org_body("x" * 2048, 10))
 
     response = admin_client_api.post(
         QUOTAS, data=payload, content_type="application/json"
     )
 
-    body = _assert_error(response, 413, "payload_too_large")
+    body = _assert_clean_error(response, 413, "payload_too_large")
     assert "1024" in body["message"]
     assert not Quota.objects.exists()
 
@@ -206,7 +195,7 @@ def test_a_body_above_the_upload_limit_answers_413_on_update(
         content_type="application/json",
     )
 
-    _assert_error(response, 413, "payload_too_large")
+    _assert_clean_error(response, 413, "payload_too_large")
     org.refresh_from_db()
     assert org.limit_value == 100
 
@@ -217,7 +206,7 @@ def test_a_host_outside_allowed_hosts_answers_400_as_json(db):
 
     response = client.get(QUOTAS, HTTP_HOST="evil.example")
 
-    _assert_error(response, 400, "invalid_input")
+    _assert_clean_error(response, 400, "invalid_input")
 
 
 # --- Unknown paths and methods -----------------------------------------------------
@@ -240,21 +229,21 @@ def test_a_host_outside_allowed_hosts_answers_400_as_json(db):
 def test_an_unknown_path_answers_404_as_json(admin_client_api, path):
     response = admin_client_api.get(path)
 
-    body = _assert_error(response, 404, "not_found")
+    body = _assert_clean_error(response, 404, "not_found")
     assert path in body["message"]
 
 
 def test_an_unknown_path_answers_404_as_json_without_a_key(api_client, db):
     response = api_client.post("/api/v1/nope", data={}, format="json")
 
-    _assert_error(response, 404, "not_found")
+    _assert_clean_error(response, 404, "not_found")
 
 
 def test_an_unknown_quota_answers_404_not_found(admin_client_api):
     missing = "5f0c6f7e-3f7a-4b43-9b7e-0c1d2e3f4a5b"
 
     for path in (f"{QUOTAS}/{missing}", f"{QUOTAS}/{missing}/usage"):
-        body = _assert_error(admin_client_api.get(path), 404, "not_found")
+        body = _assert_clean_error(admin_client_api.get(path), 404, "not_found")
         assert missing in body["message"]
 
 
@@ -262,7 +251,7 @@ def test_an_unknown_quota_answers_404_not_found(admin_client_api):
 def test_a_wrong_method_on_the_quota_list_answers_405(admin_client_api, method):
     response = getattr(admin_client_api, method)(QUOTAS)
 
-    _assert_error(response, 405, "method_not_allowed")
+    _assert_clean_error(response, 405, "method_not_allowed")
     allowed = {name.strip() for name in response["Allow"].split(",")}
     assert {"GET", "POST"} <= allowed
     assert "DELETE" not in allowed
@@ -273,7 +262,7 @@ def test_a_wrong_method_on_a_quota_answers_405(admin_client_api, tree):
 
     response = admin_client_api.post(f"{QUOTAS}/{org.id}", data={}, format="json")
 
-    _assert_error(response, 405, "method_not_allowed")
+    _assert_clean_error(response, 405, "method_not_allowed")
 
 
 def test_a_wrong_method_on_usage_answers_405(admin_client_api, tree):
@@ -281,14 +270,14 @@ def test_a_wrong_method_on_usage_answers_405(admin_client_api, tree):
 
     response = admin_client_api.delete(f"{QUOTAS}/{org.id}/usage")
 
-    _assert_error(response, 405, "method_not_allowed")
+    _assert_clean_error(response, 405, "method_not_allowed")
     org.refresh_from_db()
 
 
 def test_a_wrong_method_on_health_answers_405(api_client, db):
     response = api_client.post("/health")
 
-    _assert_error(response, 405, "method_not_allowed")
+    _assert_clean_error(response, 405, "method_not_allowed")
 
 
 # --- Content types -----------------------------------------------------------------
@@ -299,15 +288,17 @@ def test_a_plain_text_body_answers_415(admin_client_api):
         QUOTAS, data='{"entity_id": "acme"}', content_type="text/plain"
     )
 
-    body = _assert_error(response, 415, "unsupported_media_type")
+    body = _assert_clean_error(response, 415, "unsupported_media_type")
     assert "text/plain" in body["message"]
     assert not Quota.objects.exists()
 
 
 def test_form_data_answers_415(admin_client_api):
-    response = admin_client_api.post(QUOTAS, data=_quota_body(), format="multipart")
+    response = admin_client_api.post(
+        QUOTAS, data=org_body("acme-errors", 10), format="multipart"
+    )
 
-    _assert_error(response, 415, "unsupported_media_type")
+    _assert_clean_error(response, 415, "unsupported_media_type")
     assert not Quota.objects.exists()
 
 
@@ -318,7 +309,7 @@ def test_url_encoded_form_data_answers_415(admin_client_api):
         content_type="application/x-www-form-urlencoded",
     )
 
-    _assert_error(response, 415, "unsupported_media_type")
+    _assert_clean_error(response, 415, "unsupported_media_type")
     assert not Quota.objects.exists()
 
 
@@ -329,7 +320,7 @@ def test_a_plain_text_update_answers_415(admin_client_api, tree):
         f"{QUOTAS}/{org.id}", data='{"limit_value": 5}', content_type="text/plain"
     )
 
-    _assert_error(response, 415, "unsupported_media_type")
+    _assert_clean_error(response, 415, "unsupported_media_type")
     org.refresh_from_db()
     assert org.limit_value == 100
 
@@ -354,14 +345,14 @@ def test_no_authorization_header_answers_401(api_client, tree):
     for path in (QUOTAS, f"{QUOTAS}/{org.id}", f"{QUOTAS}/{org.id}/usage"):
         response = api_client.get(path)
 
-        _assert_error(response, 401, "unauthorized")
+        _assert_clean_error(response, 401, "unauthorized")
         assert response["WWW-Authenticate"] == "Api-Key"
 
 
 def test_a_write_without_a_key_answers_401_and_changes_nothing(api_client, db):
-    response = api_client.post(QUOTAS, data=_quota_body(), format="json")
+    response = api_client.post(QUOTAS, data=org_body("acme-errors", 10), format="json")
 
-    _assert_error(response, 401, "unauthorized")
+    _assert_clean_error(response, 401, "unauthorized")
     assert not Quota.objects.exists()
 
 
@@ -380,7 +371,7 @@ def test_a_write_without_a_key_answers_401_and_changes_nothing(api_client, db):
 def test_a_malformed_authorization_header_answers_401(db, header):
     response = _client_with_header(header).get(QUOTAS)
 
-    body = _assert_error(response, 401, "unauthorized")
+    body = _assert_clean_error(response, 401, "unauthorized")
     assert "Api-Key" in body["message"]
 
 
@@ -400,7 +391,7 @@ def test_a_malformed_authorization_header_answers_401(db, header):
 def test_an_unknown_key_answers_401(db, raw_key):
     response = _client_with_key(raw_key).get(QUOTAS)
 
-    _assert_error(response, 401, "unauthorized")
+    _assert_clean_error(response, 401, "unauthorized")
 
 
 def test_a_key_with_the_right_prefix_and_a_wrong_secret_answers_401(db):
@@ -408,7 +399,7 @@ def test_a_key_with_the_right_prefix_and_a_wrong_secret_answers_401(db):
 
     response = _client_with_key(f"hq_{key.prefix}_{'x' * 43}").get(QUOTAS)
 
-    _assert_error(response, 401, "unauthorized")
+    _assert_clean_error(response, 401, "unauthorized")
     assert _client_with_key(raw_key).get(QUOTAS).status_code == 200
 
 
@@ -426,7 +417,7 @@ def test_a_revoked_key_answers_401(db):
 
     response = _client_with_key(raw_key).get(QUOTAS)
 
-    body = _assert_error(response, 401, "unauthorized")
+    body = _assert_clean_error(response, 401, "unauthorized")
     assert "revoked" in body["message"]
 
 
@@ -437,7 +428,7 @@ def test_an_expired_key_answers_401(db):
 
     response = _client_with_key(raw_key).get(QUOTAS)
 
-    body = _assert_error(response, 401, "unauthorized")
+    body = _assert_clean_error(response, 401, "unauthorized")
     assert "expired" in body["message"]
 
 
@@ -455,9 +446,11 @@ def test_a_revoked_admin_key_cannot_write(db):
     key, raw_key = api_key_create(name="revoked", role="admin")
     ApiKey.objects.filter(id=key.id).update(revoked_at=timezone.now())
 
-    response = _client_with_key(raw_key).post(QUOTAS, data=_quota_body(), format="json")
+    response = _client_with_key(raw_key).post(
+        QUOTAS, data=org_body("acme-errors", 10), format="json"
+    )
 
-    _assert_error(response, 401, "unauthorized")
+    _assert_clean_error(response, 401, "unauthorized")
     assert not Quota.objects.exists()
 
 
@@ -470,9 +463,11 @@ def read_only_client(request, db):
 
 
 def test_viewer_and_scheduler_cannot_create_quotas(read_only_client):
-    response = read_only_client.post(QUOTAS, data=_quota_body(), format="json")
+    response = read_only_client.post(
+        QUOTAS, data=org_body("acme-errors", 10), format="json"
+    )
 
-    _assert_error(response, 403, "forbidden")
+    _assert_clean_error(response, 403, "forbidden")
     assert not Quota.objects.exists()
 
 
@@ -484,7 +479,7 @@ def test_viewer_and_scheduler_cannot_update_quotas(read_only_client, tree, metho
         f"{QUOTAS}/{org.id}", data={"limit_value": 200}, format="json"
     )
 
-    _assert_error(response, 403, "forbidden")
+    _assert_clean_error(response, 403, "forbidden")
     org.refresh_from_db()
     assert org.limit_value == 100
 
@@ -494,7 +489,7 @@ def test_viewer_and_scheduler_cannot_delete_quotas(read_only_client, tree):
 
     response = read_only_client.delete(f"{QUOTAS}/{user.id}")
 
-    _assert_error(response, 403, "forbidden")
+    _assert_clean_error(response, 403, "forbidden")
     assert Quota.objects.filter(id=user.id).exists()
 
 
@@ -507,7 +502,9 @@ def test_viewer_and_scheduler_can_read_quotas(read_only_client, tree):
 
 
 def test_an_admin_can_create_update_and_delete_quotas(admin_client_api):
-    created = admin_client_api.post(QUOTAS, data=_quota_body(), format="json")
+    created = admin_client_api.post(
+        QUOTAS, data=org_body("acme-errors", 10), format="json"
+    )
     quota_id = created.json()["id"]
     updated = admin_client_api.patch(
         f"{QUOTAS}/{quota_id}", data={"limit_value": 20}, format="json"
@@ -522,7 +519,7 @@ def test_an_admin_can_create_update_and_delete_quotas(admin_client_api):
 def test_a_forbidden_write_to_a_missing_quota_does_not_reveal_it(viewer_client):
     response = viewer_client.delete(f"{QUOTAS}/5f0c6f7e-3f7a-4b43-9b7e-0c1d2e3f4a5b")
 
-    _assert_error(response, 403, "forbidden")
+    _assert_clean_error(response, 403, "forbidden")
 
 
 # --- Server errors -----------------------------------------------------------------
@@ -549,7 +546,7 @@ def test_an_unhandled_exception_answers_500_without_a_traceback(
 ):
     response = crash_client.get(QUOTAS)
 
-    body = _assert_error(response, 500, "internal_error")
+    body = _assert_clean_error(response, 500, "internal_error")
     assert body == {"error": "internal_error", "message": "An internal error occurred."}
     assert "Traceback" not in response.content.decode()
     assert "secret" not in response.content.decode()
@@ -565,7 +562,7 @@ def test_an_unhandled_exception_on_a_detail_path_answers_500_json(
     for path in (f"{QUOTAS}/{org.id}", f"{QUOTAS}/{org.id}/usage"):
         response = crash_client.get(path)
 
-        _assert_error(response, 500, "internal_error")
+        _assert_clean_error(response, 500, "internal_error")
         assert "Traceback" not in response.content.decode()
 
 

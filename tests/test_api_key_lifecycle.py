@@ -5,18 +5,16 @@ import re
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 from django.utils import timezone
-from rest_framework.test import APIClient
 
 from quotas.access import authentication
 from quotas.access.keys import api_key_create, api_key_revoke
 from quotas.models import ApiKey
+from tests.helpers import QUOTAS, client_with_key
 
 pytestmark = pytest.mark.django_db
 
-QUOTAS = "/api/v1/quotas"
 KEY_FORMAT = re.compile(r"hq_[0-9a-f]{12}_[A-Za-z0-9_-]{43}")
 
 
@@ -24,12 +22,6 @@ def _run(*args: str) -> str:
     stdout = io.StringIO()
     call_command(*args, stdout=stdout)
     return stdout.getvalue()
-
-
-def _client(raw_key: str) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {raw_key}")
-    return client
 
 
 @pytest.fixture
@@ -101,7 +93,7 @@ def test_list_all_shows_every_key_with_its_state(three_keys):
 
 def test_list_shows_last_use(three_keys):
     key, raw = three_keys["active"]
-    assert _client(raw).get(QUOTAS).status_code == 200
+    assert client_with_key(raw).get(QUOTAS).status_code == 200
     key.refresh_from_db()
 
     output = _run("list_api_keys")
@@ -118,7 +110,7 @@ def test_list_without_keys_says_so(db):
 
 def test_revoke_by_prefix_refuses_the_key(db):
     key, raw = api_key_create(name="sched", role="scheduler")
-    assert _client(raw).get(QUOTAS).status_code == 200
+    assert client_with_key(raw).get(QUOTAS).status_code == 200
 
     output = _run("revoke_api_key", key.prefix)
 
@@ -128,7 +120,7 @@ def test_revoke_by_prefix_refuses_the_key(db):
     assert raw not in output
     key.refresh_from_db()
     assert key.revoked_at is not None
-    response = _client(raw).get(QUOTAS)
+    response = client_with_key(raw).get(QUOTAS)
     assert response.status_code == 401
     assert response.json()["error"] == "unauthorized"
 
@@ -168,7 +160,7 @@ def test_revoke_forgets_the_key_in_this_process_cache(settings):
     authentication.forget_verified_keys()
     try:
         key, raw = api_key_create(name="sched", role="scheduler")
-        client = _client(raw)
+        client = client_with_key(raw)
         assert client.get(QUOTAS).status_code == 200
         assert authentication._verified
 
@@ -187,7 +179,7 @@ def test_last_used_at_is_set_on_first_use_and_not_rewritten_each_request(
 ):
     key, raw = api_key_create(name="sched", role="scheduler")
     assert key.last_used_at is None
-    client = _client(raw)
+    client = client_with_key(raw)
 
     assert client.get(QUOTAS).status_code == 200
     key.refresh_from_db()
@@ -206,7 +198,7 @@ def test_last_used_at_is_refreshed_after_a_minute(db):
     old = timezone.now() - timedelta(minutes=5)
     ApiKey.objects.filter(id=key.id).update(last_used_at=old)
 
-    assert _client(raw).get(QUOTAS).status_code == 200
+    assert client_with_key(raw).get(QUOTAS).status_code == 200
 
     key.refresh_from_db()
     assert key.last_used_at > old + timedelta(minutes=4)
@@ -216,20 +208,13 @@ def test_a_refused_key_records_no_use(db):
     key, raw = api_key_create(name="sched", role="scheduler")
     api_key_revoke(key_id_or_prefix=key.prefix)
 
-    assert _client(raw).get(QUOTAS).status_code == 401
+    assert client_with_key(raw).get(QUOTAS).status_code == 401
 
     key.refresh_from_db()
     assert key.last_used_at is None
 
 
 # Admin
-
-
-@pytest.fixture
-def staff_client(client):
-    user = get_user_model().objects.create_superuser("root", "root@example.com", "pw")
-    client.force_login(user)
-    return client
 
 
 def test_admin_creates_a_key_and_shows_the_secret_once(staff_client):
@@ -248,7 +233,7 @@ def test_admin_creates_a_key_and_shows_the_secret_once(staff_client):
     assert key.key_hash == ApiKey.hash_key(raw)
     assert key.key_hash not in page
     # It authenticates.
-    assert _client(raw).get(QUOTAS).status_code == 200
+    assert client_with_key(raw).get(QUOTAS).status_code == 200
     # And is never shown again: not on the list, the change page or in a message.
     for url in (
         "/admin/quotas/apikey/",
@@ -293,7 +278,7 @@ def test_admin_revoke_checkbox_revokes_through_the_service(staff_client):
     assert response.status_code == 302
     key.refresh_from_db()
     assert key.revoked_at is not None
-    assert _client(raw).get(QUOTAS).status_code == 401
+    assert client_with_key(raw).get(QUOTAS).status_code == 401
 
 
 def test_admin_revoke_action(staff_client):
@@ -312,8 +297,8 @@ def test_admin_revoke_action(staff_client):
 
     assert response.status_code == 200
     assert "Revoked 2 API key(s)." in response.content.decode()
-    assert _client(first_raw).get(QUOTAS).status_code == 401
-    assert _client(second_raw).get(QUOTAS).status_code == 401
-    assert _client(kept_raw).get(QUOTAS).status_code == 200
+    assert client_with_key(first_raw).get(QUOTAS).status_code == 401
+    assert client_with_key(second_raw).get(QUOTAS).status_code == 401
+    assert client_with_key(kept_raw).get(QUOTAS).status_code == 200
     kept.refresh_from_db()
     assert kept.revoked_at is None

@@ -10,11 +10,10 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
 from django.utils import timezone
-from rest_framework.test import APIClient
 
 from quotas.models import ApiKey
+from tests.helpers import QUOTAS, client_with_key, org_body
 
-QUOTAS = "/api/v1/quotas"
 KEY_FORMAT = re.compile(r"hq_[0-9a-f]{12}_[A-Za-z0-9_-]{43}")
 
 
@@ -24,12 +23,6 @@ def _create_key(*args: str) -> tuple[str, str]:
     call_command("create_api_key", *args, stdout=stdout)
     output = stdout.getvalue()
     return output, output.rstrip("\n").splitlines()[-1]
-
-
-def _client(raw_key: str) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {raw_key}")
-    return client
 
 
 def test_it_prints_the_key_alone_on_the_last_line(db):
@@ -49,7 +42,7 @@ def test_it_prints_the_key_alone_on_the_last_line(db):
 def test_the_printed_key_authenticates_against_the_api(db):
     _, raw_key = _create_key("sched", "--role", "scheduler")
 
-    response = _client(raw_key).get(QUOTAS)
+    response = client_with_key(raw_key).get(QUOTAS)
 
     assert response.status_code == 200
     assert response.json() == []
@@ -95,7 +88,7 @@ def test_the_role_is_matched_without_regard_to_case(db):
 def test_a_scheduler_key_can_read_but_not_write_quotas(tree):
     org, _, _ = tree
     _, raw_key = _create_key("sched", "--role", "scheduler")
-    client = _client(raw_key)
+    client = client_with_key(raw_key)
 
     assert client.get(f"{QUOTAS}/{org.id}").status_code == 200
     created = client.post(
@@ -118,7 +111,7 @@ def test_a_viewer_key_cannot_write_quotas(tree):
     org, _, _ = tree
     _, raw_key = _create_key("dashboard", "--role", "viewer")
 
-    response = _client(raw_key).patch(
+    response = client_with_key(raw_key).patch(
         f"{QUOTAS}/{org.id}", data={"limit_value": 200}, format="json"
     )
 
@@ -130,15 +123,8 @@ def test_a_viewer_key_cannot_write_quotas(tree):
 def test_an_admin_key_can_write_quotas(db):
     _, raw_key = _create_key("ops", "--role", "admin")
 
-    response = _client(raw_key).post(
-        QUOTAS,
-        data={
-            "entity_type": "organization",
-            "entity_id": "acme",
-            "resource_type": "gpu_hours",
-            "limit_value": 10,
-        },
-        format="json",
+    response = client_with_key(raw_key).post(
+        QUOTAS, data=org_body("acme", 10), format="json"
     )
 
     assert response.status_code == 201
@@ -202,7 +188,7 @@ def test_expires_in_sets_the_expiry(db):
 
     assert before + timedelta(days=7) <= key.expires_at <= after + timedelta(days=7)
     assert "expires" in output
-    assert _client(raw_key).get(QUOTAS).status_code == 200
+    assert client_with_key(raw_key).get(QUOTAS).status_code == 200
 
 
 def test_a_key_without_expires_in_never_expires(db):
@@ -222,7 +208,7 @@ def test_a_scope_confines_the_created_key_to_its_subtree(tree, how):
     key = ApiKey.objects.get()
     assert (key.scope_entity_type, key.scope_entity_id) == ("team", "research")
     assert "scope team:research" in output
-    client = _client(raw_key)
+    client = client_with_key(raw_key)
     listed = {row["id"] for row in client.get(QUOTAS).json()}
     assert listed == {str(team.id), str(user.id)}
     assert client.get(f"{QUOTAS}/{org.id}").status_code == 404
@@ -234,7 +220,7 @@ def test_a_scoped_key_row_is_accepted_at_authentication_and_confined(tree):
     raw_key = output.strip().splitlines()[-1]
     ApiKey.objects.update(scope_entity_type="team", scope_entity_id="research")
 
-    response = _client(raw_key).get(QUOTAS)
+    response = client_with_key(raw_key).get(QUOTAS)
 
     assert response.status_code == 200
     assert {row["id"] for row in response.json()} == {str(team.id), str(user.id)}

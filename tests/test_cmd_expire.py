@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -25,31 +24,22 @@ from allocations import services
 from allocations.models import Allocation, AllocationStatus, UsageHistory
 from allocations.selectors import usage_drift
 from quotas.models import EntityType, Quota
-from tests.concurrency import run_in_threads
+from tests.concurrency import run_command_while_quota_locked
 from tests.factories import QuotaFactory
+from tests.helpers import allocate_direct, run_command
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
-def _run(*args, stderr=None):
-    out = io.StringIO()
-    try:
-        call_command("expire_allocations", *args, stdout=out, stderr=stderr)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    return code, out.getvalue()
+def _run(*args):
+    code, out, _ = run_command("expire_allocations", *args)
+    return code, out
 
 
-def _allocate(entity_id="alice", amount="1", ttl_seconds=3600):
-    return services.allocation_create(
-        entity_type="user",
-        entity_id=entity_id,
-        resource_type="gpu_hours",
-        job_id=uuid.uuid4(),
-        requested_value=Decimal(amount),
-        ttl_seconds=ttl_seconds,
-    ).allocation.id
+def _leases(count: int) -> list:
+    """The ids of ``count`` new allocations of 1 to alice, each with a one-hour
+    lease."""
+    return [allocate_direct(amount="1", ttl_seconds=3600).id for _ in range(count)]
 
 
 def _run_out(*allocation_ids):
@@ -101,9 +91,9 @@ def _wait_for(predicate, timeout=20):
 @pytest.mark.django_db
 def test_it_expires_each_allocation_whose_lease_ran_out_with_a_history_row(tree):
     org, team, user = tree
-    due = [_allocate(amount="2"), _allocate(amount="3")]
-    running = _allocate(amount="4")
-    no_lease = _allocate(amount="5", ttl_seconds=None)
+    due = [allocate_direct(amount=a, ttl_seconds=3600).id for a in ("2", "3")]
+    running = allocate_direct(amount="4", ttl_seconds=3600).id
+    no_lease = allocate_direct(amount="5", ttl_seconds=None).id
     _run_out(*due)
 
     code, out = _run()
@@ -122,7 +112,7 @@ def test_it_expires_each_allocation_whose_lease_ran_out_with_a_history_row(tree)
 
 @pytest.mark.django_db
 def test_a_second_pass_finds_nothing_left_to_expire(tree):
-    _run_out(_allocate())
+    _run_out(*_leases(1))
 
     assert _run() == (0, "expired 1 allocations\n")
     assert _run() == (0, "expired 0 allocations\n")
@@ -130,7 +120,7 @@ def test_a_second_pass_finds_nothing_left_to_expire(tree):
 
 @pytest.mark.django_db
 def test_small_batches_still_expire_everything_in_one_pass(tree):
-    due = [_allocate() for _ in range(7)]
+    due = _leases(7)
     _run_out(*due)
 
     assert _run("--batch-size", "2") == (0, "expired 7 allocations\n")
@@ -140,8 +130,8 @@ def test_small_batches_still_expire_everything_in_one_pass(tree):
 @pytest.mark.django_db
 def test_dry_run_counts_what_would_expire_and_changes_nothing(tree):
     org, team, user = tree
-    _run_out(_allocate(), _allocate())
-    _allocate()
+    _run_out(*_leases(2))
+    _leases(1)
 
     assert _run("--dry-run") == (0, "would expire 2 allocations (dry run)\n")
     assert Allocation.objects.filter(status=AllocationStatus.ACTIVE).count() == 3
@@ -152,7 +142,7 @@ def test_dry_run_counts_what_would_expire_and_changes_nothing(tree):
 
 @pytest.mark.django_db
 def test_the_service_reports_how_many_it_expired(tree):
-    _run_out(_allocate(), _allocate())
+    _run_out(*_leases(2))
 
     assert services.allocations_expire(batch_size=10, dry_run=True) == 2
     assert services.allocations_expire(batch_size=10, dry_run=False) == 2
@@ -161,7 +151,7 @@ def test_the_service_reports_how_many_it_expired(tree):
 
 @pytest.mark.django_db
 def test_the_service_stops_between_batches_when_asked(tree):
-    _run_out(*[_allocate() for _ in range(5)])
+    _run_out(*_leases(5))
     asked = []
 
     def stop_after_the_first_batch():
@@ -196,20 +186,12 @@ def test_a_bad_option_is_a_usage_error(option, message):
 @pytest.mark.django_db(transaction=True)
 def test_a_database_error_exits_2_and_leaves_the_allocation_active(tree):
     org, team, user = tree
-    allocation = _allocate()
+    [allocation] = _leases(1)
     _run_out(allocation)
-
-    def sweep(_):
-        with connection.cursor() as cursor:
-            cursor.execute("SET lock_timeout = '200ms'")
-        err = io.StringIO()
-        return *_run(stderr=err), err.getvalue()
 
     # Another transaction holds the organization's row, as an allocation in flight
     # would: the sweeper's release waits for it until lock_timeout ends it.
-    with transaction.atomic():
-        Quota.objects.select_for_update().get(id=org.id)
-        [(code, out, err)] = run_in_threads(1, sweep)
+    code, out, err = run_command_while_quota_locked(org, "expire_allocations")
 
     assert code == 2
     assert out == ""
@@ -230,8 +212,8 @@ def _read_line(process, timeout=20):
 
 @pytest.mark.django_db(transaction=True)
 def test_loop_expires_leases_as_they_run_out_until_sigterm_stops_it(tree):
-    _run_out(_allocate(), _allocate())
-    later = [_allocate(), _allocate(), _allocate()]
+    _run_out(*_leases(2))
+    later = _leases(3)
 
     sweeper = _start("manage.py", "expire_allocations", "--loop", "0.1")
     try:
@@ -255,7 +237,7 @@ def test_loop_expires_leases_as_they_run_out_until_sigterm_stops_it(tree):
 
 @pytest.mark.django_db
 def test_loop_stops_cleanly_on_sigint_and_gives_the_signal_back(tree):
-    _run_out(_allocate(), _allocate())
+    _run_out(*_leases(2))
     out = io.StringIO()
     before = signal.getsignal(signal.SIGINT)
     finished = threading.Event()
@@ -307,7 +289,9 @@ def _two_sweepers_at_once(command, *, allocations=SWEPT):
         for i in range(4)
     ]
     for i in range(allocations):
-        _allocate(entity_id=users[i % 4].entity_id, amount="1.25")
+        allocate_direct(
+            entity_id=users[i % 4].entity_id, amount="1.25", ttl_seconds=3600
+        )
     Allocation.objects.update(expires_at=Now() - timedelta(minutes=1))
 
     with transaction.atomic(), connection.cursor() as cursor:

@@ -799,7 +799,7 @@ def test_a_service_refusal_fails_the_command_with_its_reason(demo, tmp_path):
     # Books that drifted (bob's used reads 0 under an active allocation) pass the
     # plan's check; the service, which also looks at the allocations, refuses.
     _allocate("bob", "5")
-    Quota.objects.filter(id=_quota("bob").id).update(used=0)
+    Quota.objects.filter(id=_quota("bob").id).update(reserved=0)
     document = _demo_document()
     del _team(document, "acme-research")["users"]["bob"]
     path = _write_document(tmp_path, document)

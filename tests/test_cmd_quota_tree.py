@@ -4,18 +4,17 @@ import io
 import re
 import subprocess
 import sys
-import uuid
 from decimal import Decimal
 
 import pytest
 from django.core.management import CommandError, call_command
 
-from allocations.services import allocation_create
 from quotas.demo import seed_demo
 from quotas.models import EntityType, Quota, ResourceType
 from quotas.services import quota_update
 from quotas.tree import status_marks, utilization
 from tests.factories import QuotaFactory
+from tests.helpers import allocate_direct
 
 pytestmark = pytest.mark.django_db
 
@@ -26,26 +25,15 @@ def _tree(*args: str) -> str:
     return out.getvalue()
 
 
-def _allocate(entity_id: str, amount: str, resource_type: str = "gpu_hours", **kw):
-    allocation_create(
-        entity_type=EntityType.USER,
-        entity_id=entity_id,
-        resource_type=resource_type,
-        job_id=uuid.uuid4(),
-        requested_value=Decimal(amount),
-        **kw,
-    )
-
-
 @pytest.fixture
 def demo():
     """The demo hierarchy with some gpu_hours in use: alice above her soft limit,
     carol at her hard limit, dave barely started."""
     seed_demo()
-    _allocate("alice", "2500")
-    _allocate("bob", "1500")
-    _allocate("carol", "2000")
-    _allocate("dave", "1")
+    allocate_direct(entity_id="alice", amount="2500")
+    allocate_direct(entity_id="bob", amount="1500")
+    allocate_direct(entity_id="carol", amount="2000")
+    allocate_direct(entity_id="dave", amount="1")
 
 
 def test_it_draws_the_demo_gpu_hours_tree_with_bars_and_marks(demo):
@@ -136,7 +124,12 @@ def test_the_same_hierarchy_always_prints_the_same_text(demo):
 def test_overcommit_shows_the_effective_limit(demo):
     org = Quota.objects.get(entity_id="acme", resource_type="concurrent_gpus")
     quota_update(quota_id=org.id, changes={"overcommit_ratio": Decimal("1.5")})
-    _allocate("alice", "16", resource_type="concurrent_gpus", allow_burst=True)
+    allocate_direct(
+        entity_id="alice",
+        amount="16",
+        resource_type="concurrent_gpus",
+        allow_burst=True,
+    )
 
     lines = _tree("--resource", "concurrent_gpus").splitlines()
 
@@ -151,7 +144,7 @@ def test_overcommit_shows_the_effective_limit(demo):
 
 def test_usage_above_the_hard_limit_is_marked_over_it(tree):
     org, team, user = tree
-    _allocate("alice", "30")
+    allocate_direct(entity_id="alice", amount="30")
     # Lowered below usage with force, as an admin may: running jobs keep theirs.
     quota_update(quota_id=user.id, changes={"limit_value": Decimal("20")}, force=True)
 

@@ -11,17 +11,29 @@ from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError
 from django.db.models import F
 
 from allocations import services
 from allocations.exceptions import QuotaExceeded
 from allocations.models import UsageRepair
-from allocations.selectors import orphan_allocations, usage_drift
-from quotas.models import EntityType, Quota
+from allocations.selectors import usage_drift
+from quotas.models import Quota
 from tests import broken
-from tests.concurrency import run_in_threads
-from tests.factories import QuotaFactory
+from tests.concurrency import (
+    outcomes,
+    run_command_while_quota_locked,
+    run_in_threads,
+)
+from tests.factories import UserQuotaFactory
+from tests.helpers import (
+    allocate_direct,
+    assert_p1,
+    assert_p2,
+    mixed_tree,
+    run_command,
+    used_of,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -34,38 +46,11 @@ class Terminal(io.StringIO):
 
 
 def _run(*args, stderr=None):
-    out, err = io.StringIO(), stderr or io.StringIO()
-    try:
-        call_command("reconcile_usage", *args, stdout=out, stderr=err)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    return code, out.getvalue(), err.getvalue()
-
-
-def _allocate(entity_id="alice", amount="5"):
-    return services.allocation_create(
-        entity_type="user",
-        entity_id=entity_id,
-        resource_type="gpu_hours",
-        job_id=uuid.uuid4(),
-        requested_value=Decimal(amount),
-    ).allocation
+    return run_command("reconcile_usage", *args, stderr=stderr)
 
 
 def _drift(quota, by):
-    Quota.objects.filter(id=quota.id).update(used=F("used") + Decimal(by))
-
-
-def _user(team, name):
-    return QuotaFactory(
-        entity_type=EntityType.USER, entity_id=name, parent=team, limit_value=10
-    )
-
-
-def _used(quota):
-    quota.refresh_from_db()
-    return quota.used
+    Quota.objects.filter(id=quota.id).update(reserved=F("reserved") + Decimal(by))
 
 
 def _manage(*args):
@@ -83,7 +68,7 @@ def _manage(*args):
 
 @pytest.mark.django_db
 def test_it_exits_0_when_no_quota_drifted(tree):
-    _allocate()
+    allocate_direct(amount="5")
 
     code, out, _ = _run()
 
@@ -94,7 +79,7 @@ def test_it_exits_0_when_no_quota_drifted(tree):
 @pytest.mark.django_db
 def test_it_prints_each_drift_as_an_aligned_table_and_exits_1(tree):
     org, team, user = tree
-    _allocate()
+    allocate_direct(amount="5")
     _drift(team, "2")
     _drift(org, "12.25")
 
@@ -144,12 +129,12 @@ def test_it_prints_each_drift_as_an_aligned_table_and_exits_1(tree):
 @pytest.mark.django_db
 def test_without_fix_it_changes_nothing(tree):
     org, team, user = tree
-    _allocate()
+    allocate_direct(amount="5")
     _drift(team, "2")
 
     assert _run()[0] == 1
 
-    assert _used(team) == Decimal("7")
+    assert used_of(team) == [Decimal("7")]
     assert UsageRepair.objects.count() == 0
 
 
@@ -159,14 +144,14 @@ def test_without_fix_it_changes_nothing(tree):
 @pytest.mark.django_db
 def test_fix_repairs_every_drifted_level_and_records_each_repair(tree):
     org, team, user = tree
-    _allocate()
+    allocate_direct(amount="5")
     _drift(org, "3")
     _drift(user, "-4")
 
     code, out, _ = _run("--fix")
 
     assert code == 1  # drift was found, even though it is now repaired
-    assert [_used(org), _used(team), _used(user)] == [Decimal("5")] * 3
+    assert used_of(org, team, user) == [Decimal("5")] * 3
     repairs = {r.quota_id: r for r in UsageRepair.objects.all()}
     assert set(repairs) == {org.id, user.id}
     org_repair, user_repair = repairs[org.id], repairs[user.id]
@@ -204,14 +189,14 @@ def test_dry_run_reports_what_fix_would_repair_and_writes_nothing(tree):
     assert code == 1
     assert str(team.id) in out
     assert out.splitlines()[-1] == "1 quota drifted; dry run, nothing repaired."
-    assert _used(team) == Decimal("2")
+    assert used_of(team) == [Decimal("2")]
     assert UsageRepair.objects.count() == 0
 
 
 @pytest.mark.django_db
 def test_root_limits_the_report_and_the_repair_to_one_subtree(tree):
     org, team, user = tree
-    _allocate()
+    allocate_direct(amount="5")
     _drift(org, "1")
     _drift(user, "1")
 
@@ -219,8 +204,8 @@ def test_root_limits_the_report_and_the_repair_to_one_subtree(tree):
 
     assert code == 1
     assert str(user.id) in out and str(org.id) not in out
-    assert _used(user) == Decimal("5")
-    assert _used(org) == Decimal("6")  # outside the subtree: left alone
+    assert used_of(user) == [Decimal("5")]
+    assert used_of(org) == [Decimal("6")]  # outside the subtree: left alone
     assert _run("--root", str(team.id))[0] == 0
     assert _run("--root", str(org.id))[0] == 1
 
@@ -237,8 +222,14 @@ def test_an_unknown_root_is_an_error_with_exit_code_2():
 @pytest.mark.django_db(transaction=True)
 def test_leaves_are_repaired_in_batches_and_each_quota_with_children_alone(tree):
     org, team, user = tree
-    users = [user, *(_user(team, name) for name in ("bob", "carol"))]
-    _allocate()
+    users = [
+        user,
+        *(
+            UserQuotaFactory(parent=team, entity_id=name, limit_value=Decimal("10"))
+            for name in ("bob", "carol")
+        ),
+    ]
+    allocate_direct(amount="5")
     for quota in [org, team, *users]:
         _drift(quota, "1")
 
@@ -273,20 +264,13 @@ def test_it_waits_for_the_allocation_locks_and_exits_2_when_it_cannot_take_them(
     org, team, user = tree
     _drift(team, "1")
 
-    def reconcile(_):
-        with connection.cursor() as cursor:
-            cursor.execute("SET lock_timeout = '200ms'")
-        return _run("--fix")
-
     # Another transaction holds the team's row, as an allocation in flight would.
-    with transaction.atomic():
-        Quota.objects.select_for_update().get(id=team.id)
-        [(code, out, err)] = run_in_threads(1, reconcile)
+    code, out, err = run_command_while_quota_locked(team, "reconcile_usage", "--fix")
 
     assert code == 2
     assert out == ""
     assert err == "cannot reconcile usage: OperationalError\n"
-    assert _used(team) == Decimal("1")
+    assert used_of(team) == [Decimal("1")]
     assert UsageRepair.objects.count() == 0
 
 
@@ -296,7 +280,12 @@ def test_it_waits_for_the_allocation_locks_and_exits_2_when_it_cannot_take_them(
 @pytest.mark.django_db
 def test_a_terminal_gets_a_progress_bar_over_the_batches(tree):
     org, team, user = tree
-    for quota in [user, _user(team, "bob"), _user(team, "carol"), team]:
+    for quota in [
+        user,
+        UserQuotaFactory(parent=team, entity_id="bob", limit_value=Decimal("10")),
+        UserQuotaFactory(parent=team, entity_id="carol", limit_value=Decimal("10")),
+        team,
+    ]:
         _drift(quota, "1")
 
     _, _, err = _run("--fix", "--batch-size", "2", stderr=Terminal())
@@ -324,30 +313,10 @@ def test_no_progress_bar_with_no_progress_or_when_stderr_is_not_a_terminal(tree)
 
 def _repair_during_traffic(reconcile, *, seconds):
     """Allocation traffic on a small tree for a few seconds while another thread
-    keeps introducing drift on a random level and running ``reconcile()``."""
-    org = QuotaFactory(
-        entity_id="org", limit_value=Decimal("100"), overcommit_ratio=Decimal("1.5")
-    )
-    teams, users = [], []
-    for t in range(2):
-        team = QuotaFactory(
-            entity_type=EntityType.TEAM,
-            entity_id=f"team-{t}",
-            parent=org,
-            limit_value=Decimal("60"),
-            overcommit_ratio=Decimal("2"),
-        )
-        teams.append(team)
-        for u in range(2):
-            users.append(
-                QuotaFactory(
-                    entity_type=EntityType.USER,
-                    entity_id=f"user-{t}-{u}",
-                    parent=team,
-                    limit_value=Decimal("30"),
-                    overcommit_ratio=Decimal("3"),
-                )
-            )
+    keeps introducing drift on a random level and running ``reconcile()``.
+    Returns what each thread returned: the reconciler's list of ``reconcile()``
+    results first, then each traffic thread's counts. Fails if a thread raised."""
+    org, teams, users = mixed_tree()
     levels = [org, *teams, *users]
     deadline = time.monotonic() + seconds
     # The last repair happens while traffic still runs, so a wrong one stays visible.
@@ -367,33 +336,32 @@ def _repair_during_traffic(reconcile, *, seconds):
                     counts["refused_by_check"] += 1
                 continue
             try:
-                result = services.allocation_create(
-                    entity_type="user",
+                allocation = allocate_direct(
                     entity_id=rng.choice(users).entity_id,
-                    resource_type="gpu_hours",
-                    job_id=uuid.uuid4(),
-                    requested_value=Decimal(rng.randint(1, 150_000)) / 10_000,
+                    amount=Decimal(rng.randint(1, 150_000)) / 10_000,
                 )
             except QuotaExceeded:
                 continue
-            held.append(result.allocation.id)
+            held.append(allocation.id)
             counts["granted"] += 1
         return counts
 
     def reconciler():
         rng = random.Random(-1)
-        outcomes = []
+        runs = []
         while time.monotonic() < repairs_deadline:
             # Upwards only: `used` below the truth could be driven under zero by
             # a release, which the database's check refuses.
             _drift(rng.choice(levels), "0.5")
-            outcomes.append(reconcile())
-        return outcomes
+            runs.append(reconcile())
+        return runs
 
     def work(index):
         return reconciler() if index == 0 else traffic(index)
 
-    return run_in_threads(7, work)
+    # Refusals are counted inside the threads: none may raise anything.
+    returned, _ = outcomes(run_in_threads(7, work))
+    return returned
 
 
 @pytest.mark.django_db(transaction=True)
@@ -403,6 +371,7 @@ def test_fix_during_live_allocation_traffic_leaves_the_books_exact():
 
     reconciler, *traffic = _repair_during_traffic(reconcile, seconds=3)
 
+    assert len(traffic) == 6
     assert all(isinstance(counts, dict) for counts in traffic), traffic
     assert sum(counts["granted"] for counts in traffic) > 100
     assert sum(counts["refused_by_check"] for counts in traffic) == 0
@@ -413,17 +382,18 @@ def test_fix_during_live_allocation_traffic_leaves_the_books_exact():
     assert set(reconciler) == {1}
     assert UsageRepair.objects.count() == len(reconciler)
     assert set(UsageRepair.objects.values_list("delta", flat=True)) == {Decimal("0.5")}
-    # P2 and P1.
-    assert usage_drift() == []
-    assert orphan_allocations() == []
-    assert [q for q in Quota.objects.all() if q.used > q.effective_limit] == []
+    assert_p2()
+    assert_p1()
 
 
 @pytest.mark.django_db(transaction=True)
 def test_a_fix_from_the_report_without_the_locks_breaks_the_books_under_traffic():
-    reconciler, *_ = _repair_during_traffic(
+    reconciler, *traffic = _repair_during_traffic(
         broken.usage_reconcile_from_report, seconds=2
     )
 
     assert isinstance(reconciler, list), reconciler
+    assert len(reconciler) > 0
+    assert all(isinstance(counts, dict) for counts in traffic), traffic
+    assert sum(counts["granted"] for counts in traffic) > 0
     assert usage_drift() != []

@@ -1,44 +1,26 @@
 """manage.py verify_usage: promise P2 over the whole database."""
 
-import io
 import subprocess
 import sys
 import uuid
-from decimal import Decimal
 
 import pytest
-from django.core.management import call_command
 from django.db.models import F
 
-from allocations import services
 from allocations.models import Allocation
 from quotas.models import Quota
+from tests.helpers import allocate_direct, run_command
 
 pytestmark = pytest.mark.django_db
 
 
 def _run(*args):
-    out = io.StringIO()
-    try:
-        call_command("verify_usage", *args, stdout=out, stderr=io.StringIO())
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    return code, out.getvalue()
-
-
-def _allocate(amount="5"):
-    return services.allocation_create(
-        entity_type="user",
-        entity_id="alice",
-        resource_type="gpu_hours",
-        job_id=uuid.uuid4(),
-        requested_value=Decimal(amount),
-    ).allocation
+    code, out, _ = run_command("verify_usage", *args)
+    return code, out
 
 
 def test_it_exits_0_when_the_books_are_exact(tree):
-    _allocate()
+    allocate_direct(amount="5")
 
     code, out = _run()
 
@@ -48,8 +30,8 @@ def test_it_exits_0_when_the_books_are_exact(tree):
 
 def test_it_reports_every_drifted_level_and_exits_1(tree):
     org, team, user = tree
-    _allocate()
-    Quota.objects.filter(id=team.id).update(used=F("used") + 2)
+    allocate_direct(amount="5")
+    Quota.objects.filter(id=team.id).update(reserved=F("reserved") + 2)
 
     code, out = _run()
 
@@ -61,7 +43,7 @@ def test_it_reports_every_drifted_level_and_exits_1(tree):
 
 def test_it_reports_an_active_allocation_whose_quota_is_gone(tree):
     org, team, user = tree
-    allocation = _allocate()
+    allocation = allocate_direct(amount="5")
     Allocation.objects.filter(id=allocation.id).update(quota_id=uuid.uuid4())
 
     code, out = _run()
@@ -72,8 +54,8 @@ def test_it_reports_an_active_allocation_whose_quota_is_gone(tree):
 
 def test_root_limits_the_check_to_one_subtree(tree):
     org, team, user = tree
-    _allocate()
-    Quota.objects.filter(id=org.id).update(used=F("used") + 1)
+    allocate_direct(amount="5")
+    Quota.objects.filter(id=org.id).update(reserved=F("reserved") + 1)
 
     assert _run("--root", str(team.id))[0] == 0
     assert _run("--root", str(org.id))[0] == 1

@@ -1,5 +1,22 @@
+from contextlib import contextmanager
+
 import pytest
 from django.db import connection
+
+
+@contextmanager
+def _database_at(**settings):
+    """The connection pointed elsewhere for the block, then back: a socket directory
+    where no server listens is a real connection failure, not a simulated one."""
+    original = dict(connection.settings_dict)
+    connection.close()
+    connection.settings_dict.update(settings)
+    try:
+        yield
+    finally:
+        connection.close()
+        connection.settings_dict.clear()
+        connection.settings_dict.update(original)
 
 
 def test_health_answers_ok_with_the_database_up(api_client, db):
@@ -11,18 +28,8 @@ def test_health_answers_ok_with_the_database_up(api_client, db):
 
 @pytest.mark.django_db(transaction=True)
 def test_health_answers_503_when_the_database_is_unreachable(api_client):
-    original = dict(connection.settings_dict)
-    connection.close()
-    # Point the connection at a socket directory where no server listens: a real
-    # connection failure, not a simulated one.
-    connection.settings_dict["HOST"] = "/nonexistent-socket-dir"
-    connection.settings_dict["PORT"] = "5999"
-    try:
+    with _database_at(HOST="/nonexistent-socket-dir", PORT="5999"):
         response = api_client.get("/health")
-    finally:
-        connection.close()
-        connection.settings_dict.clear()
-        connection.settings_dict.update(original)
 
     assert response.status_code == 503
     body = response.json()
@@ -34,15 +41,8 @@ def test_health_answers_503_when_the_database_is_unreachable(api_client):
 def test_an_api_call_answers_503_unavailable_when_the_database_is_down(
     admin_client_api,
 ):
-    original = dict(connection.settings_dict)
-    connection.close()
-    connection.settings_dict["HOST"] = "/nonexistent-socket-dir"
-    try:
+    with _database_at(HOST="/nonexistent-socket-dir"):
         response = admin_client_api.get("/api/v1/quotas")
-    finally:
-        connection.close()
-        connection.settings_dict.clear()
-        connection.settings_dict.update(original)
 
     assert response.status_code == 503
     assert response.json()["error"] == "unavailable"

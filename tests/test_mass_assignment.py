@@ -11,9 +11,8 @@ from django.utils import timezone
 from allocations.models import Allocation, AllocationStatus
 from quotas.models import EntityType, Quota
 from tests.factories import QuotaFactory
+from tests.helpers import ALLOCATIONS, QUOTAS, allocate
 
-QUOTAS = "/api/v1/quotas"
-ALLOCATIONS = "/api/v1/allocations"
 FORGED_ID = "00000000-0000-4000-8000-000000000001"
 FORGED_QUOTA_ID = "00000000-0000-4000-8000-000000000002"
 LONG_AGO = "2001-01-01T00:00:00Z"
@@ -36,18 +35,6 @@ FORGED = {
     "quota_id": FORGED_QUOTA_ID,
 }
 FORGED_NO_VERSION = {k: v for k, v in FORGED.items() if k != "version"}
-
-
-def _allocate(client, *, entity_id="alice", value="5", **extra):
-    body = {
-        "entity_type": "user",
-        "entity_id": entity_id,
-        "job_id": str(uuid4()),
-        "resource_type": "gpu_hours",
-        "requested_value": value,
-        **extra,
-    }
-    return client.post(ALLOCATIONS, body, format="json")
 
 
 def _long_ago():
@@ -90,7 +77,7 @@ def test_create_quota_ignores_server_owned_fields(admin_client_api, db):
 @pytest.mark.parametrize("method", ["put", "patch"])
 def test_update_quota_ignores_server_owned_fields(admin_client_api, tree, method):
     org, team, user = tree
-    assert _allocate(admin_client_api, value="7").status_code == 201
+    assert allocate(admin_client_api, requested_value="7").status_code == 201
     before = Quota.objects.get(id=user.id)
 
     response = getattr(admin_client_api, method)(
@@ -145,7 +132,7 @@ def test_a_forged_version_on_update_is_a_conflict_not_an_assignment(
 def test_allocate_ignores_server_owned_fields(admin_client_api, tree):
     org, team, user = tree
 
-    response = _allocate(admin_client_api, value="5", **FORGED)
+    response = allocate(admin_client_api, requested_value="5", **FORGED)
 
     assert response.status_code == 201, response.content
     body = response.json()
@@ -198,7 +185,7 @@ def test_allocate_computes_is_burst_even_when_the_body_says_false(admin_client_a
 
 def test_renew_ignores_server_owned_fields(admin_client_api, tree):
     _, _, user = tree
-    created = _allocate(admin_client_api, value="5", ttl_seconds=60)
+    created = allocate(admin_client_api, requested_value="5", ttl_seconds=60)
     assert created.status_code == 201, created.content
     before = Allocation.objects.get(id=created.json()["id"])
 

@@ -10,25 +10,27 @@ import re
 from decimal import Decimal
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.db import DatabaseError, transaction
-from rest_framework.test import APIClient
 
 from quotas import services
 from quotas.access import keys
 from quotas.models import REASON_MAX_LENGTH, EntityType, Quota, QuotaChange
-from tests.concurrency import run_in_threads
+from tests.concurrency import outcomes, run_in_threads
 from tests.factories import QuotaFactory
-
-UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"
-LINK_NEXT = re.compile(r'<([^>]+)>; rel="next"')
+from tests.helpers import (
+    UNKNOWN_ID,
+    admin_limits_form,
+    client_with_key,
+    next_link,
+    quota_row,
+    quota_url,
+    resolve,
+)
 
 
 def _client_with_key(name: str, role: str):
     key, raw_key = keys.api_key_create(name=name, role=role)
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {raw_key}")
-    return client, key
+    return client_with_key(raw_key), key
 
 
 @pytest.fixture
@@ -39,10 +41,6 @@ def ops(db):
 
 def _audit_url(quota_id) -> str:
     return f"/api/v1/quotas/{quota_id}/audit"
-
-
-def _quota_url(quota_id) -> str:
-    return f"/api/v1/quotas/{quota_id}"
 
 
 def _reason(text: str) -> dict:
@@ -59,10 +57,6 @@ def _team_body(parent, **overrides) -> dict:
     }
     body.update(overrides)
     return body
-
-
-def _row(quota) -> dict:
-    return Quota.objects.values().get(id=quota.id)
 
 
 # --- Recording through the API -------------------------------------------------------
@@ -115,7 +109,7 @@ def test_updating_records_each_changed_field_old_and_new_as_exact_strings(ops, t
     Quota.objects.filter(id=team.id).update(burst_limit=Decimal("80"))
 
     response = client.patch(
-        _quota_url(team.id),
+        quota_url(team.id),
         {"limit_value": "70.25", "burst_limit": None, "soft_limit": None},
         format="json",
         **_reason("Q4 training push"),
@@ -139,7 +133,7 @@ def test_put_records_like_patch(ops, tree):
     org, team, user = tree
 
     response = client.put(
-        _quota_url(user.id), {"overcommit_ratio": "1.5"}, format="json"
+        quota_url(user.id), {"overcommit_ratio": "1.5"}, format="json"
     )
 
     assert response.status_code == 200
@@ -152,7 +146,7 @@ def test_deleting_records_the_last_values_and_the_trail_is_still_served(ops, tre
     client, key = ops
     org, team, user = tree
 
-    response = client.delete(_quota_url(user.id), **_reason("alice left"))
+    response = client.delete(quota_url(user.id), **_reason("alice left"))
 
     assert response.status_code == 204
     assert not Quota.objects.filter(id=user.id).exists()
@@ -187,8 +181,8 @@ def test_the_trail_of_a_deleted_quota_keeps_its_whole_story(ops, db):
         format="json",
     )
     quota_id = created.json()["id"]
-    client.patch(_quota_url(quota_id), {"limit_value": 20}, format="json")
-    client.delete(_quota_url(quota_id))
+    client.patch(quota_url(quota_id), {"limit_value": 20}, format="json")
+    client.delete(quota_url(quota_id))
 
     response = client.get(_audit_url(quota_id))
 
@@ -205,7 +199,7 @@ def test_an_update_that_changes_nothing_records_nothing(ops, tree):
     org, team, user = tree
 
     response = client.patch(
-        _quota_url(team.id),
+        quota_url(team.id),
         {"limit_value": "60.0000", "overcommit_ratio": 1, "soft_limit": None},
         format="json",
         **_reason("no-op"),
@@ -235,18 +229,18 @@ def test_a_create_refused_by_the_hierarchy_records_nothing(ops, tree):
 def test_an_update_refused_by_the_hierarchy_records_nothing(ops, tree):
     client, _ = ops
     org, team, user = tree
-    before = _row(team)
+    before = quota_row(team)
 
     raised = client.patch(
-        _quota_url(user.id), {"limit_value": 65}, format="json", **_reason("x")
+        quota_url(user.id), {"limit_value": 65}, format="json", **_reason("x")
     )
     lowered = client.patch(
-        _quota_url(team.id), {"limit_value": 20}, format="json", **_reason("x")
+        quota_url(team.id), {"limit_value": 20}, format="json", **_reason("x")
     )
 
     assert raised.status_code == 400
     assert lowered.status_code == 400
-    assert _row(team) == before
+    assert quota_row(team) == before
     assert not QuotaChange.objects.exists()
 
 
@@ -254,7 +248,7 @@ def test_a_refused_delete_records_nothing(ops, tree):
     client, _ = ops
     org, team, user = tree
 
-    response = client.delete(_quota_url(team.id), **_reason("cleanup"))
+    response = client.delete(quota_url(team.id), **_reason("cleanup"))
 
     assert response.status_code == 409
     assert Quota.objects.filter(id=team.id).exists()
@@ -266,7 +260,7 @@ def test_a_key_without_write_access_changes_and_records_nothing(db, tree):
     viewer, _ = _client_with_key("dashboards", "viewer")
 
     response = viewer.patch(
-        _quota_url(team.id), {"limit_value": 70}, format="json", **_reason("x")
+        quota_url(team.id), {"limit_value": 70}, format="json", **_reason("x")
     )
 
     assert response.status_code == 403
@@ -282,10 +276,10 @@ def test_the_reason_is_trimmed_and_may_be_exactly_the_maximum(ops, tree):
     longest = "r" * REASON_MAX_LENGTH
 
     trimmed = client.patch(
-        _quota_url(team.id), {"limit_value": 61}, format="json", **_reason("  why \t")
+        quota_url(team.id), {"limit_value": 61}, format="json", **_reason("  why \t")
     )
     full = client.patch(
-        _quota_url(team.id), {"limit_value": 62}, format="json", **_reason(longest)
+        quota_url(team.id), {"limit_value": 62}, format="json", **_reason(longest)
     )
 
     assert trimmed.status_code == 200
@@ -305,7 +299,7 @@ def test_a_utf8_reason_is_kept_as_sent(ops, tree):
     on_the_wire = "Erhöhung für Projekt Ω".encode().decode("latin-1")
 
     response = client.patch(
-        _quota_url(team.id), {"limit_value": 61}, format="json", **_reason(on_the_wire)
+        quota_url(team.id), {"limit_value": 61}, format="json", **_reason(on_the_wire)
     )
 
     assert response.status_code == 200
@@ -353,14 +347,14 @@ def test_a_bad_reason_refuses_a_create(ops, tree, reason):
 def test_a_bad_reason_refuses_an_update(ops, tree, reason, method):
     client, _ = ops
     org, team, user = tree
-    before = _row(team)
+    before = quota_row(team)
 
     response = getattr(client, method)(
-        _quota_url(team.id), {"limit_value": 50}, format="json", **_reason(reason)
+        quota_url(team.id), {"limit_value": 50}, format="json", **_reason(reason)
     )
 
     _assert_reason_refused(response)
-    assert _row(team) == before
+    assert quota_row(team) == before
     assert not QuotaChange.objects.exists()
 
 
@@ -369,7 +363,7 @@ def test_a_bad_reason_refuses_a_delete(ops, tree, reason):
     client, _ = ops
     org, team, user = tree
 
-    response = client.delete(_quota_url(user.id), **_reason(reason))
+    response = client.delete(quota_url(user.id), **_reason(reason))
 
     _assert_reason_refused(response)
     assert Quota.objects.filter(id=user.id).exists()
@@ -447,15 +441,6 @@ def test_the_database_refuses_to_rewrite_or_remove_audit_rows(tree):
 # --- GET /quotas/{id}/audit ----------------------------------------------------------
 
 
-def _next_link(response) -> str | None:
-    header = response.headers.get("Link")
-    if header is None:
-        return None
-    match = LINK_NEXT.match(header)
-    assert match, header
-    return match.group(1)
-
-
 def test_the_audit_pages_newest_first_through_the_link_header(ops, tree):
     client, _ = ops
     org, team, user = tree
@@ -467,7 +452,7 @@ def test_the_audit_pages_newest_first_through_the_link_header(ops, tree):
         response = client.get(url)
         assert response.status_code == 200
         pages.append([entry["changes"]["limit_value"] for entry in response.json()])
-        url = _next_link(response)
+        url = next_link(response)
         assert len(pages) < 10
 
     assert pages == [
@@ -568,7 +553,7 @@ def test_the_audit_wire_format(ops, tree):
     client, key = ops
     org, team, user = tree
     client.patch(
-        _quota_url(team.id), {"limit_value": 61}, format="json", **_reason("why")
+        quota_url(team.id), {"limit_value": 61}, format="json", **_reason("why")
     )
 
     response = client.get(_audit_url(team.id))
@@ -610,7 +595,9 @@ def test_concurrent_updates_leave_a_trail_that_chains_old_to_new():
 
     results = run_in_threads(threads, update)
 
-    assert not [r for r in results if isinstance(r, BaseException)]
+    updated, _ = outcomes(results)  # every update went through
+    assert len(updated) == threads
+    assert all(isinstance(r, Quota) for r in updated), updated
     oldest_first = list(
         QuotaChange.objects.filter(quota_id=quota.id).order_by("created_at", "id")
     )
@@ -626,28 +613,6 @@ def test_concurrent_updates_leave_a_trail_that_chains_old_to_new():
 # --- The admin ------------------------------------------------------------------------
 
 
-@pytest.fixture
-def staff(db):
-    return get_user_model().objects.create_superuser("root", "root@example.com", "pw")
-
-
-@pytest.fixture
-def staff_client(client, staff):
-    client.force_login(staff)
-    return client
-
-
-def _admin_change_form(**overrides) -> dict:
-    form = {
-        "limit_value": "70",
-        "soft_limit": "",
-        "burst_limit": "",
-        "overcommit_ratio": "1",
-    }
-    form.update(overrides)
-    return form
-
-
 def test_the_admin_form_records_the_staff_user_and_reason_on_create(
     staff_client, staff, db
 ):
@@ -655,17 +620,14 @@ def test_the_admin_form_records_the_staff_user_and_reason_on_create(
 
     response = staff_client.post(
         "/admin/quotas/quota/add/",
-        {
-            "entity_type": "team",
-            "entity_id": "research",
-            "resource_type": "gpu_hours",
-            "parent": str(org.id),
-            "limit_value": "40",
-            "soft_limit": "",
-            "burst_limit": "",
-            "overcommit_ratio": "1",
-            "reason": "  onboarding the research team  ",
-        },
+        admin_limits_form(
+            "40",
+            entity_type="team",
+            entity_id="research",
+            resource_type="gpu_hours",
+            parent=str(org.id),
+            reason="  onboarding the research team  ",
+        ),
     )
 
     assert response.status_code == 302
@@ -688,7 +650,7 @@ def test_the_admin_form_records_the_staff_user_and_reason_on_change(
 
     response = staff_client.post(
         f"/admin/quotas/quota/{team.id}/change/",
-        _admin_change_form(reason="approved in OPS-77"),
+        admin_limits_form("70", reason="approved in OPS-77"),
     )
 
     assert response.status_code == 302
@@ -717,7 +679,7 @@ def test_saving_the_admin_form_unchanged_records_nothing(staff_client, tree):
 
     response = staff_client.post(
         f"/admin/quotas/quota/{team.id}/change/",
-        _admin_change_form(limit_value="60", reason="just looking"),
+        admin_limits_form("60", reason="just looking"),
     )
 
     assert response.status_code == 302
@@ -729,7 +691,7 @@ def test_a_bad_reason_in_the_admin_form_is_a_form_error(staff_client, tree):
 
     response = staff_client.post(
         f"/admin/quotas/quota/{team.id}/change/",
-        _admin_change_form(reason="r" * (REASON_MAX_LENGTH + 1)),
+        admin_limits_form("70", reason="r" * (REASON_MAX_LENGTH + 1)),
     )
 
     assert response.status_code == 200
@@ -744,7 +706,7 @@ def test_a_refused_admin_change_records_nothing(staff_client, tree):
 
     response = staff_client.post(
         f"/admin/quotas/quota/{team.id}/change/",
-        _admin_change_form(limit_value="20", reason="shrink"),
+        admin_limits_form("20", reason="shrink"),
     )
 
     assert response.status_code == 200
@@ -808,27 +770,13 @@ def test_the_audit_admin_lists_and_searches_but_is_read_only(staff_client, tree)
 # --- The OpenAPI schema --------------------------------------------------------------
 
 
-@pytest.fixture
-def schema(api_client, db) -> dict:
-    response = api_client.get("/api/schema/?format=json")
-    assert response.status_code == 200
-    return json.loads(response.content)
-
-
-def _resolve(schema: dict, node: dict) -> dict:
-    while "$ref" in node:
-        name = node["$ref"].removeprefix("#/components/schemas/")
-        node = schema["components"]["schemas"][name]
-    return node
-
-
 def test_the_schema_documents_the_audit_endpoint(schema):
     operation = schema["paths"]["/api/v1/quotas/{quota_id}/audit"]["get"]
 
     assert operation["tags"] == ["quotas"]
     assert {"200", "400", "401", "404"} <= set(operation["responses"])
     body = operation["responses"]["200"]["content"]["application/json"]
-    listing = _resolve(schema, body["schema"])
+    listing = resolve(schema, body["schema"])
     assert listing["type"] == "array"
     assert listing["items"] == {"$ref": "#/components/schemas/QuotaChange"}
     parameters = {p["name"] for p in operation["parameters"]}

@@ -13,8 +13,8 @@ import pytest
 from horizon_quota.errors import InvalidInput
 from quotas import services
 from quotas.models import EntityType, Quota
-from tests.concurrency import run_in_threads
-from tests.factories import QuotaFactory
+from tests.concurrency import outcomes, run_in_threads
+from tests.factories import QuotaFactory, TeamQuotaFactory
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.concurrency]
 
@@ -64,6 +64,13 @@ def _raise_teams_concurrently(teams):
     return run_in_threads(THREADS, raise_limit)
 
 
+def _teams(org, count):
+    """``count`` teams of 5 under ``org``."""
+    return [
+        TeamQuotaFactory(parent=org, limit_value=Decimal("5")) for _ in range(count)
+    ]
+
+
 def _children_sum(org):
     return sum(Quota.objects.filter(parent=org).values_list("limit_value", flat=True))
 
@@ -73,8 +80,8 @@ def test_concurrent_creates_never_overfill_the_parent():
 
     results = _create_teams_concurrently(org)
 
-    created = [r for r in results if isinstance(r, Quota)]
-    refused = [r for r in results if isinstance(r, InvalidInput)]
+    created, refused = outcomes(results, InvalidInput)
+    assert all(isinstance(r, Quota) for r in created), created
     assert len(created) == 10
     assert len(refused) == THREADS - 10
     assert _children_sum(org) == Decimal("100")
@@ -82,24 +89,20 @@ def test_concurrent_creates_never_overfill_the_parent():
 
 def test_concurrent_raises_never_overfill_the_parent():
     org = QuotaFactory(limit_value=Decimal("100"))
-    teams = [
-        QuotaFactory(entity_type=EntityType.TEAM, parent=org, limit_value=Decimal("5"))
-        for _ in range(THREADS)
-    ]  # 80 of 100 promised; each raise adds 10, so exactly two fit.
+    teams = _teams(org, THREADS)  # 80 of 100 promised; each raise adds 10.
 
     results = _raise_teams_concurrently(teams)
 
-    assert sum(isinstance(r, Quota) for r in results) == 2
-    assert all(isinstance(r, Quota | InvalidInput) for r in results)
+    raised, refused = outcomes(results, InvalidInput)
+    assert all(isinstance(r, Quota) for r in raised), raised
+    assert len(raised) == 2  # exactly two fit
+    assert len(refused) == THREADS - 2
     assert _children_sum(org) == Decimal("100")
 
 
 def test_lowering_a_parent_while_children_rise_keeps_the_family_consistent():
     org = QuotaFactory(limit_value=Decimal("100"))
-    teams = [
-        QuotaFactory(entity_type=EntityType.TEAM, parent=org, limit_value=Decimal("5"))
-        for _ in range(THREADS - 1)
-    ]
+    teams = _teams(org, THREADS - 1)  # 75 of 100 promised
 
     def work(index):
         if index == THREADS - 1:
@@ -110,9 +113,23 @@ def test_lowering_a_parent_while_children_rise_keeps_the_family_consistent():
             quota_id=teams[index].id, changes={"limit_value": Decimal("15")}
         )
 
-    run_in_threads(THREADS, work)
+    results = run_in_threads(THREADS, work)
 
+    # The changes are taken in turn under the locks. Either the parent went first
+    # (75 <= 80): it is lowered, and no raise fits under 80 any more; or a raise
+    # went first: the parent's 80 no longer holds its children and is refused,
+    # and exactly two raises fit under 100.
+    succeeded, _ = outcomes(results, InvalidInput)
+    assert all(isinstance(r, Quota) for r in succeeded), succeeded
+    *raises, lowered = results
+    raised = [r for r in raises if isinstance(r, Quota)]
     org.refresh_from_db()
+    if isinstance(lowered, Quota):  # the parent went first
+        assert raised == []
+        assert org.limit_value == Decimal("80")
+    else:  # a raise went first
+        assert len(raised) == 2
+        assert org.limit_value == Decimal("100")
     assert _children_sum(org) <= org.effective_limit
     assert all(
         t.limit_value <= org.limit_value for t in Quota.objects.filter(parent=org)
@@ -122,18 +139,21 @@ def test_lowering_a_parent_while_children_rise_keeps_the_family_consistent():
 def test_broken_variant_without_the_lock_overfills_on_create(unlocked):
     org = QuotaFactory(limit_value=Decimal("100"))
 
-    _create_teams_concurrently(org)
+    results = _create_teams_concurrently(org)
 
+    # More creates than the parent has room for were let through.
+    created, _ = outcomes(results, InvalidInput)
+    assert len(created) > 10
     assert _children_sum(org) > Decimal("100")
 
 
 def test_broken_variant_without_the_lock_overfills_on_raise(unlocked):
     org = QuotaFactory(limit_value=Decimal("100"))
-    teams = [
-        QuotaFactory(entity_type=EntityType.TEAM, parent=org, limit_value=Decimal("5"))
-        for _ in range(THREADS)
-    ]
+    teams = _teams(org, THREADS)
 
-    _raise_teams_concurrently(teams)
+    results = _raise_teams_concurrently(teams)
 
+    # More raises than the two that fit were let through.
+    raised, _ = outcomes(results, InvalidInput)
+    assert len(raised) > 2
     assert _children_sum(org) > Decimal("100")

@@ -13,8 +13,8 @@ from horizon_quota.errors import AlreadyExists, InvalidInput
 from quotas import services
 from quotas.models import EntityType, Quota
 from tests.factories import QuotaFactory, ResourceTypeFactory
+from tests.helpers import QUOTA_WIRE_FIELDS, QUOTAS, assert_invalid, exact, org_body
 
-URL = "/api/v1/quotas"
 RFC3339_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
 BUILTIN_RESOURCE_TYPES = [
     "concurrent_gpus",
@@ -23,64 +23,26 @@ BUILTIN_RESOURCE_TYPES = [
     "gpu_hours",
     "cpu_hours",
 ]
-QUOTA_FIELDS = {
-    "id",
-    "entity_type",
-    "entity_id",
-    "parent_id",
-    "resource_type",
-    "limit_value",
-    "soft_limit",
-    "burst_limit",
-    "overcommit_ratio",
-    "effective_limit",
-    "used",
-    "available",
-    "version",
-    "created_at",
-    "updated_at",
-}
-
-
-def _exact(response) -> dict:
-    """The response body with JSON numbers read exactly (never as binary floats)."""
-    return json.loads(response.content, parse_float=Decimal)
+QUOTA_FIELDS = QUOTA_WIRE_FIELDS | {"effective_limit"}
 
 
 def _post(client, body: dict):
-    return client.post(URL, body, format="json")
+    return client.post(QUOTAS, body, format="json")
 
 
 def _post_raw(client, text: str):
-    return client.post(URL, data=text, content_type="application/json")
+    return client.post(QUOTAS, data=text, content_type="application/json")
 
 
 def _org_body(**overrides) -> dict:
-    body = {
-        "entity_type": "organization",
-        "entity_id": "globex",
-        "resource_type": "gpu_hours",
-        "limit_value": 100,
-    }
-    body.update(overrides)
-    return body
+    """globex's root quota with a limit of 100, unless ``overrides`` say otherwise."""
+    return org_body(**{"entity_id": "globex", "limit_value": 100, **overrides})
 
 
 def _raw_org_body(field: str, fragment: str, **overrides) -> str:
     """An organization body as JSON text, with ``field`` set to a raw JSON fragment."""
     base = json.dumps(_org_body(**overrides, **{field: "__FRAGMENT__"}))
     return base.replace('"__FRAGMENT__"', fragment)
-
-
-def _assert_invalid(response, *fields: str) -> dict:
-    assert response.status_code == 400
-    body = response.json()
-    assert body["error"] == "invalid_input"
-    assert body["message"]
-    for field in fields:
-        assert field in body["fields"]
-        assert body["fields"][field]
-    return body
 
 
 # --- Success and the quota's shape -------------------------------------------------
@@ -93,7 +55,7 @@ def test_it_creates_a_root_organization_quota(admin_client_api, db):
     )
 
     assert response.status_code == 201
-    body = _exact(response)
+    body = exact(response)
     assert set(body) == QUOTA_FIELDS
     assert body["entity_type"] == "organization"
     assert body["entity_id"] == "globex"
@@ -125,7 +87,7 @@ def test_it_renders_amounts_as_exact_json_numbers(admin_client_api, db):
     )
 
     assert response.status_code == 201
-    body = _exact(response)
+    body = exact(response)
     for field in ("limit_value", "soft_limit", "effective_limit", "available"):
         assert isinstance(body[field], Decimal), field
     for field in ("used", "overcommit_ratio", "version"):
@@ -158,7 +120,7 @@ def test_it_keeps_the_largest_amount_with_four_decimal_places_exactly(
     )
 
     assert response.status_code == 201
-    assert _exact(response)["limit_value"] == Decimal("9999999999999999.9999")
+    assert exact(response)["limit_value"] == Decimal("9999999999999999.9999")
     quota = Quota.objects.get(entity_id="globex")
     assert quota.limit_value == Decimal("9999999999999999.9999")
 
@@ -167,7 +129,7 @@ def test_it_accepts_the_smallest_positive_amount(admin_client_api, db):
     response = _post_raw(admin_client_api, _raw_org_body("limit_value", "0.0001"))
 
     assert response.status_code == 201
-    assert _exact(response)["limit_value"] == Decimal("0.0001")
+    assert exact(response)["limit_value"] == Decimal("0.0001")
 
 
 def test_it_accepts_a_zero_limit(admin_client_api, db):
@@ -216,7 +178,7 @@ def test_it_accepts_numeric_strings_for_every_amount(admin_client_api, db):
     )
 
     assert response.status_code == 201
-    body = _exact(response)
+    body = exact(response)
     assert body["limit_value"] == Decimal("250.5")
     assert body["soft_limit"] == Decimal("200")
     assert body["burst_limit"] == Decimal("300.25")
@@ -376,7 +338,7 @@ def test_it_refuses_a_parent_of_the_wrong_entity_type(
 
     response = _post(admin_client_api, _child_body(parent, entity_type))
 
-    body = _assert_invalid(response, "parent_id")
+    body = assert_invalid(response, "parent_id")
     assert expected_words in body["message"]
     assert Quota.objects.count() == before
 
@@ -391,7 +353,7 @@ def test_it_refuses_a_child_with_another_resource_type_than_its_parent(
         admin_client_api, _child_body(org, "team", resource_type="cpu_hours")
     )
 
-    body = _assert_invalid(response, "resource_type")
+    body = assert_invalid(response, "resource_type")
     assert "gpu_hours" in body["message"]
     assert Quota.objects.count() == before
 
@@ -402,7 +364,7 @@ def test_it_refuses_a_child_above_its_parents_limit(admin_client_api, db):
 
     response = _post(admin_client_api, _child_body(org, "team", limit_value="100.0001"))
 
-    body = _assert_invalid(response, "limit_value")
+    body = assert_invalid(response, "limit_value")
     assert "100.0001" in body["message"]
     assert Quota.objects.count() == before
 
@@ -415,7 +377,7 @@ def test_it_refuses_a_child_above_its_parents_limit_even_with_overcommit(
 
     response = _post(admin_client_api, _child_body(org, "team", limit_value=101))
 
-    _assert_invalid(response, "limit_value")
+    assert_invalid(response, "limit_value")
     assert Quota.objects.count() == before
 
 
@@ -433,7 +395,7 @@ def test_it_refuses_a_child_that_would_overfill_its_parent(admin_client_api, tre
 
     response = _post(admin_client_api, _child_body(org, "team", limit_value=41))
 
-    body = _assert_invalid(response, "limit_value")
+    body = assert_invalid(response, "limit_value")
     assert "101" in body["message"]
     assert "100" in body["message"]
     assert Quota.objects.count() == before
@@ -447,7 +409,7 @@ def test_it_refuses_a_child_that_overfills_its_parent_by_the_smallest_amount(
 
     response = _post(admin_client_api, _child_body(org, "team", limit_value="40.0001"))
 
-    _assert_invalid(response, "limit_value")
+    assert_invalid(response, "limit_value")
     assert Quota.objects.count() == before
 
 
@@ -488,7 +450,7 @@ def test_overcommit_still_caps_the_childrens_sum_at_the_effective_limit(
 
     response = _post(admin_client_api, _child_body(org, "team", limit_value="0.0001"))
 
-    body = _assert_invalid(response, "limit_value")
+    body = assert_invalid(response, "limit_value")
     assert "150" in body["message"]
     assert Quota.objects.count() == before
 
@@ -501,7 +463,7 @@ def test_it_refuses_an_unknown_parent(admin_client_api, db):
         _org_body(entity_type="team", parent_id="00000000-0000-4000-8000-000000000000"),
     )
 
-    body = _assert_invalid(response, "parent_id")
+    body = assert_invalid(response, "parent_id")
     assert "00000000-0000-4000-8000-000000000000" in body["message"]
     assert Quota.objects.count() == before
 
@@ -514,7 +476,7 @@ def test_it_refuses_a_parent_id_that_is_not_a_uuid(admin_client_api, db, parent_
         admin_client_api, _org_body(entity_type="team", parent_id=parent_id)
     )
 
-    _assert_invalid(response, "parent_id")
+    assert_invalid(response, "parent_id")
     assert Quota.objects.count() == before
 
 
@@ -529,25 +491,21 @@ def test_it_accepts_soft_limit_limit_and_burst_limit_all_equal(admin_client_api,
     assert response.status_code == 201
 
 
-def test_it_refuses_a_soft_limit_above_the_limit(admin_client_api, db):
+@pytest.mark.parametrize(
+    ("limits", "field"),
+    [
+        pytest.param({"soft_limit": "100.0001"}, "soft_limit", id="soft-above-limit"),
+        pytest.param({"burst_limit": "99.9999"}, "burst_limit", id="burst-below-limit"),
+    ],
+)
+def test_it_refuses_a_soft_limit_above_or_a_burst_limit_below_the_limit(
+    admin_client_api, db, limits, field
+):
     before = Quota.objects.count()
 
-    response = _post(
-        admin_client_api, _org_body(limit_value=100, soft_limit="100.0001")
-    )
+    response = _post(admin_client_api, _org_body(limit_value=100, **limits))
 
-    _assert_invalid(response, "soft_limit")
-    assert Quota.objects.count() == before
-
-
-def test_it_refuses_a_burst_limit_below_the_limit(admin_client_api, db):
-    before = Quota.objects.count()
-
-    response = _post(
-        admin_client_api, _org_body(limit_value=100, burst_limit="99.9999")
-    )
-
-    _assert_invalid(response, "burst_limit")
+    assert_invalid(response, field)
     assert Quota.objects.count() == before
 
 
@@ -558,7 +516,7 @@ def test_it_reports_both_a_bad_soft_and_a_bad_burst_limit(admin_client_api, db):
         admin_client_api, _org_body(limit_value=100, soft_limit=101, burst_limit=99)
     )
 
-    _assert_invalid(response, "soft_limit", "burst_limit")
+    assert_invalid(response, "soft_limit", "burst_limit")
     assert Quota.objects.count() == before
 
 
@@ -570,7 +528,7 @@ def test_it_checks_soft_and_burst_limits_on_a_child_too(admin_client_api, tree):
         admin_client_api, _child_body(org, "team", limit_value=10, soft_limit=11)
     )
 
-    _assert_invalid(response, "soft_limit")
+    assert_invalid(response, "soft_limit")
     assert Quota.objects.count() == before
 
 
@@ -585,7 +543,7 @@ def test_it_refuses_an_unknown_resource_type_and_lists_the_valid_ones(
 
     response = _post(admin_client_api, _org_body(resource_type="widgets"))
 
-    body = _assert_invalid(response, "resource_type")
+    body = assert_invalid(response, "resource_type")
     for slug in [*BUILTIN_RESOURCE_TYPES, "tpu_hours"]:
         assert slug in body["message"]
         assert slug in " ".join(body["fields"]["resource_type"])
@@ -600,7 +558,7 @@ def test_it_refuses_a_resource_type_that_is_not_a_slug(
 
     response = _post(admin_client_api, _org_body(resource_type=resource_type))
 
-    _assert_invalid(response, "resource_type")
+    assert_invalid(response, "resource_type")
     assert Quota.objects.count() == before
 
 
@@ -699,7 +657,7 @@ def test_it_refuses_a_malformed_amount(admin_client_api, db, field, fragment):
 
     response = _post_raw(admin_client_api, _raw_org_body(field, fragment, **limit))
 
-    body = _assert_invalid(response, field)
+    body = assert_invalid(response, field)
     assert "limit_value (" not in body["message"]
     assert Quota.objects.count() == before
 
@@ -707,7 +665,7 @@ def test_it_refuses_a_malformed_amount(admin_client_api, db, field, fragment):
 def test_it_refuses_a_null_limit_value(admin_client_api, db):
     response = _post(admin_client_api, _org_body(limit_value=None))
 
-    _assert_invalid(response, "limit_value")
+    assert_invalid(response, "limit_value")
     assert Quota.objects.count() == 0
 
 
@@ -723,7 +681,7 @@ def test_it_refuses_non_finite_json_constants(admin_client_api, db, constant):
 def test_it_never_rounds_an_amount_it_refuses(admin_client_api, db):
     response = _post_raw(admin_client_api, _raw_org_body("limit_value", "99.99995"))
 
-    body = _assert_invalid(response, "limit_value")
+    body = assert_invalid(response, "limit_value")
     assert "decimal places" in " ".join(body["fields"]["limit_value"])
     assert Quota.objects.count() == 0
 
@@ -737,7 +695,7 @@ def test_it_accepts_an_overcommit_ratio_from_one_to_999_99(admin_client_api, db,
 
     assert response.status_code == 201
     expected = Decimal(ratio.strip('"'))
-    assert _exact(response)["overcommit_ratio"] == expected
+    assert exact(response)["overcommit_ratio"] == expected
     assert Quota.objects.get(entity_id="globex").overcommit_ratio == expected
 
 
@@ -762,7 +720,7 @@ def test_it_accepts_an_overcommit_ratio_from_one_to_999_99(admin_client_api, db,
 def test_it_refuses_an_overcommit_ratio_out_of_range(admin_client_api, db, ratio):
     response = _post_raw(admin_client_api, _raw_org_body("overcommit_ratio", ratio))
 
-    _assert_invalid(response, "overcommit_ratio")
+    assert_invalid(response, "overcommit_ratio")
     assert Quota.objects.count() == 0
 
 
@@ -784,7 +742,7 @@ def test_it_refuses_an_overcommit_ratio_out_of_range(admin_client_api, db, ratio
 def test_it_refuses_a_bad_entity_id(admin_client_api, db, entity_id):
     response = _post(admin_client_api, _org_body(entity_id=entity_id))
 
-    _assert_invalid(response, "entity_id")
+    assert_invalid(response, "entity_id")
     assert Quota.objects.count() == 0
 
 
@@ -792,7 +750,7 @@ def test_it_refuses_a_bad_entity_id(admin_client_api, db, entity_id):
 def test_it_refuses_an_unknown_entity_type(admin_client_api, db, entity_type):
     response = _post(admin_client_api, _org_body(entity_type=entity_type))
 
-    _assert_invalid(response, "entity_type")
+    assert_invalid(response, "entity_type")
     assert Quota.objects.count() == 0
 
 
@@ -805,16 +763,14 @@ def test_it_refuses_a_body_without_a_required_field(admin_client_api, db, missin
 
     response = _post(admin_client_api, body)
 
-    _assert_invalid(response, missing)
+    assert_invalid(response, missing)
     assert Quota.objects.count() == 0
 
 
 def test_it_lists_every_missing_field_at_once(admin_client_api, db):
     response = _post(admin_client_api, {})
 
-    _assert_invalid(
-        response, "entity_type", "entity_id", "resource_type", "limit_value"
-    )
+    assert_invalid(response, "entity_type", "entity_id", "resource_type", "limit_value")
     assert Quota.objects.count() == 0
 
 
@@ -847,7 +803,7 @@ def test_it_refuses_malformed_json(admin_client_api, db):
 
 def test_it_refuses_a_body_that_is_not_json(admin_client_api, db):
     response = admin_client_api.post(
-        URL,
+        QUOTAS,
         data="entity_type=organization&entity_id=globex&resource_type=gpu_hours"
         "&limit_value=100",
         content_type="application/x-www-form-urlencoded",
@@ -883,8 +839,19 @@ def test_it_refuses_a_key_without_the_admin_role(request, db, client_fixture):
 # --- The service, called directly (as the admin and the commands do) -----------------
 
 
-def test_the_service_refuses_a_user_directly_under_an_organization(tree):
-    org, _, _ = tree
+@pytest.mark.parametrize(
+    ("parent_level", "limit", "field"),
+    [
+        # A user directly under the organization.
+        pytest.param(0, "1", "parent_id", id="user-under-an-organization"),
+        # The team (60) already promises 30 to alice.
+        pytest.param(1, "30.0001", "limit_value", id="child-overfilling-its-parent"),
+    ],
+)
+def test_the_service_refuses_a_user_quota_the_hierarchy_does_not_allow(
+    tree, parent_level, limit, field
+):
+    parent = tree[parent_level]
     before = Quota.objects.count()
 
     with pytest.raises(InvalidInput) as refused:
@@ -892,28 +859,11 @@ def test_the_service_refuses_a_user_directly_under_an_organization(tree):
             entity_type=EntityType.USER,
             entity_id="bob",
             resource_type="gpu_hours",
-            parent_id=org.id,
-            limit_value=Decimal("1"),
+            parent_id=parent.id,
+            limit_value=Decimal(limit),
         )
 
-    assert "parent_id" in refused.value.fields
-    assert Quota.objects.count() == before
-
-
-def test_the_service_refuses_a_child_that_would_overfill_its_parent(tree):
-    _, team, _ = tree  # team 60 already promises 30 to alice
-    before = Quota.objects.count()
-
-    with pytest.raises(InvalidInput) as refused:
-        services.quota_create(
-            entity_type=EntityType.USER,
-            entity_id="bob",
-            resource_type="gpu_hours",
-            parent_id=team.id,
-            limit_value=Decimal("30.0001"),
-        )
-
-    assert "limit_value" in refused.value.fields
+    assert field in refused.value.fields
     assert Quota.objects.count() == before
 
 

@@ -9,27 +9,13 @@ from horizon_quota.errors import Conflict, NotFound
 from quotas import services
 from quotas.models import EntityType, Quota
 from tests.factories import QuotaFactory
-
-UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"
-
-
-def _url(quota_id) -> str:
-    return f"/api/v1/quotas/{quota_id}"
-
-
-def _set_used(quota, used) -> None:
-    # Allocations are not involved here: usage is set on the row directly.
-    Quota.objects.filter(id=quota.id).update(used=Decimal(used))
-
-
-def _row(quota) -> dict:
-    return Quota.objects.values().get(id=quota.id)
+from tests.helpers import UNKNOWN_ID, quota_row, quota_url, set_used
 
 
 def test_it_deletes_a_quota_without_children_or_usage(admin_client_api, db):
     quota = QuotaFactory()
 
-    response = admin_client_api.delete(_url(quota.id))
+    response = admin_client_api.delete(quota_url(quota.id))
 
     assert response.status_code == 204
     assert response.content == b""
@@ -38,12 +24,14 @@ def test_it_deletes_a_quota_without_children_or_usage(admin_client_api, db):
 
 def test_a_deleted_quota_answers_404(admin_client_api, db):
     quota = QuotaFactory()
-    admin_client_api.delete(_url(quota.id))
+    admin_client_api.delete(quota_url(quota.id))
 
-    detail = admin_client_api.get(_url(quota.id))
-    usage = admin_client_api.get(f"{_url(quota.id)}/usage")
-    update = admin_client_api.patch(_url(quota.id), {"limit_value": 1}, format="json")
-    again = admin_client_api.delete(_url(quota.id))
+    detail = admin_client_api.get(quota_url(quota.id))
+    usage = admin_client_api.get(f"{quota_url(quota.id)}/usage")
+    update = admin_client_api.patch(
+        quota_url(quota.id), {"limit_value": 1}, format="json"
+    )
+    again = admin_client_api.delete(quota_url(quota.id))
 
     for response in (detail, usage, update, again):
         assert response.status_code == 404
@@ -53,7 +41,7 @@ def test_a_deleted_quota_answers_404(admin_client_api, db):
 def test_it_deletes_a_leaf_and_leaves_its_ancestors(admin_client_api, tree):
     org, team, user = tree
 
-    response = admin_client_api.delete(_url(user.id))
+    response = admin_client_api.delete(quota_url(user.id))
 
     assert response.status_code == 204
     assert not Quota.objects.filter(id=user.id).exists()
@@ -64,7 +52,7 @@ def test_it_deletes_a_tree_from_the_leaves_up(admin_client_api, tree):
     org, team, user = tree
 
     statuses = [
-        admin_client_api.delete(_url(q.id)).status_code for q in (user, team, org)
+        admin_client_api.delete(quota_url(q.id)).status_code for q in (user, team, org)
     ]
 
     assert statuses == [204, 204, 204]
@@ -76,7 +64,7 @@ def test_it_refuses_to_delete_a_quota_with_children(admin_client_api, tree, leve
     quota = tree[level]
     before = Quota.objects.count()
 
-    response = admin_client_api.delete(_url(quota.id))
+    response = admin_client_api.delete(quota_url(quota.id))
 
     assert response.status_code == 409
     body = response.json()
@@ -88,24 +76,24 @@ def test_it_refuses_to_delete_a_quota_with_children(admin_client_api, tree, leve
 
 def test_it_refuses_to_delete_a_quota_in_use(admin_client_api, db):
     quota = QuotaFactory()
-    _set_used(quota, "0.0001")
-    before = _row(quota)
+    set_used(quota, "0.0001")
+    before = quota_row(quota)
 
-    response = admin_client_api.delete(_url(quota.id))
+    response = admin_client_api.delete(quota_url(quota.id))
 
     assert response.status_code == 409
     body = response.json()
     assert body["error"] == "conflict"
     assert "allocation" in body["message"]
-    assert _row(quota) == before
+    assert quota_row(quota) == before
 
 
 def test_it_refuses_to_delete_a_leaf_in_use_under_a_tree(admin_client_api, tree):
     _, _, user = tree
-    _set_used(user, 5)
+    set_used(user, 5)
     before = Quota.objects.count()
 
-    response = admin_client_api.delete(_url(user.id))
+    response = admin_client_api.delete(quota_url(user.id))
 
     assert response.status_code == 409
     assert response.json()["error"] == "conflict"
@@ -116,9 +104,9 @@ def test_it_refuses_to_delete_a_quota_whose_usage_exceeds_a_forced_lower_limit(
     admin_client_api, db
 ):
     quota = QuotaFactory(limit_value=Decimal("10"))
-    _set_used(quota, 25)
+    set_used(quota, 25)
 
-    response = admin_client_api.delete(_url(quota.id))
+    response = admin_client_api.delete(quota_url(quota.id))
 
     assert response.status_code == 409
     assert Quota.objects.filter(id=quota.id).exists()
@@ -128,8 +116,8 @@ def test_a_deleted_child_returns_its_limit_to_the_parents_headroom(
     admin_client_api, tree
 ):
     org, team, user = tree
-    admin_client_api.delete(_url(user.id))
-    admin_client_api.delete(_url(team.id))
+    admin_client_api.delete(quota_url(user.id))
+    admin_client_api.delete(quota_url(team.id))
 
     response = admin_client_api.post(
         "/api/v1/quotas",
@@ -148,7 +136,7 @@ def test_a_deleted_child_returns_its_limit_to_the_parents_headroom(
 
 def test_a_deleted_quota_may_be_created_again(admin_client_api, tree):
     org, team, user = tree
-    admin_client_api.delete(_url(user.id))
+    admin_client_api.delete(quota_url(user.id))
 
     response = admin_client_api.post(
         "/api/v1/quotas",
@@ -169,7 +157,7 @@ def test_a_deleted_quota_may_be_created_again(admin_client_api, tree):
 def test_it_answers_404_for_an_unknown_quota(admin_client_api, tree):
     before = Quota.objects.count()
 
-    response = admin_client_api.delete(_url(UNKNOWN_ID))
+    response = admin_client_api.delete(quota_url(UNKNOWN_ID))
 
     assert response.status_code == 404
     body = response.json()
@@ -184,7 +172,7 @@ def test_it_answers_404_json_for_a_path_that_is_not_a_uuid(
 ):
     before = Quota.objects.count()
 
-    response = admin_client_api.delete(_url(path))
+    response = admin_client_api.delete(quota_url(path))
 
     assert response.status_code == 404
     assert response["Content-Type"].startswith("application/json")
@@ -195,7 +183,7 @@ def test_it_answers_404_json_for_a_path_that_is_not_a_uuid(
 def test_it_refuses_a_delete_without_credentials(api_client, db):
     quota = QuotaFactory()
 
-    response = api_client.delete(_url(quota.id))
+    response = api_client.delete(quota_url(quota.id))
 
     assert response.status_code == 401
     assert response.json()["error"] == "unauthorized"
@@ -209,7 +197,7 @@ def test_it_refuses_a_delete_from_a_key_without_the_admin_role(
     client = request.getfixturevalue(client_fixture)
     quota = QuotaFactory()
 
-    response = client.delete(_url(quota.id))
+    response = client.delete(quota_url(quota.id))
 
     assert response.status_code == 403
     assert response.json()["error"] == "forbidden"
@@ -230,7 +218,7 @@ def test_the_service_refuses_a_quota_with_children(tree):
 
 def test_the_service_refuses_a_quota_in_use(db):
     quota = QuotaFactory(entity_type=EntityType.USER)
-    _set_used(quota, 1)
+    set_used(quota, 1)
 
     with pytest.raises(Conflict):
         services.quota_delete(quota_id=quota.id)

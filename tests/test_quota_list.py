@@ -1,7 +1,6 @@
 """GET /api/v1/quotas: order, filters and cursor paging (DESIGN §5, "Lists")."""
 
 import base64
-import re
 import uuid
 from datetime import timedelta
 from decimal import Decimal
@@ -12,23 +11,7 @@ from django.utils import timezone
 
 from quotas.models import EntityType, Quota, ResourceType
 from tests.factories import QuotaFactory
-
-URL = "/api/v1/quotas"
-LINK_NEXT = re.compile(r'^<(?P<url>[^>]+)>; rel="next"$')
-
-
-def _next_url(response) -> str | None:
-    """The URL of the RFC 8288 ``Link: <url>; rel="next"`` header, if any."""
-    header = response.headers.get("Link")
-    if header is None:
-        return None
-    match = LINK_NEXT.match(header)
-    assert match, f"malformed Link header: {header!r}"
-    return match["url"]
-
-
-def _ids(response) -> list[str]:
-    return [row["id"] for row in response.json()]
+from tests.helpers import LINK_NEXT, QUOTA_WIRE_FIELDS, QUOTAS, next_link, row_ids, walk
 
 
 def _quotas_created_in_order(count: int) -> list[Quota]:
@@ -61,58 +44,31 @@ def _bulk_quotas(count: int, prefix: str = "bulk") -> None:
     )
 
 
-def _walk(client, url: str) -> list[list[str]]:
-    """Follow the ``Link`` headers from ``url``; return the ids of every page."""
-    pages = []
-    while url is not None:
-        response = client.get(url)
-        assert response.status_code == 200, response.content
-        pages.append(_ids(response))
-        url = _next_url(response)
-        assert len(pages) < 100, "paging does not terminate"
-    return pages
-
-
 # --- Order and shape ---------------------------------------------------------------
 
 
 def test_it_lists_quotas_newest_first(viewer_client):
     quotas = _quotas_created_in_order(5)
 
-    response = viewer_client.get(URL)
+    response = viewer_client.get(QUOTAS)
 
     assert response.status_code == 200
-    assert _ids(response) == [str(quota.id) for quota in reversed(quotas)]
+    assert row_ids(response) == [str(quota.id) for quota in reversed(quotas)]
 
 
 def test_the_body_is_a_plain_json_array_of_quotas(viewer_client, tree):
-    response = viewer_client.get(URL)
+    response = viewer_client.get(QUOTAS)
 
     body = response.json()
     assert response.status_code == 200
     assert response["Content-Type"].startswith("application/json")
     assert isinstance(body, list)
     assert len(body) == 3
-    assert {
-        "id",
-        "entity_type",
-        "entity_id",
-        "parent_id",
-        "resource_type",
-        "limit_value",
-        "soft_limit",
-        "burst_limit",
-        "overcommit_ratio",
-        "used",
-        "available",
-        "version",
-        "created_at",
-        "updated_at",
-    } <= set(body[0])
+    assert set(body[0]) >= QUOTA_WIRE_FIELDS
 
 
 def test_an_empty_list_is_an_empty_array_without_a_link_header(viewer_client):
-    response = viewer_client.get(URL)
+    response = viewer_client.get(QUOTAS)
 
     assert response.status_code == 200
     assert response.json() == []
@@ -120,7 +76,7 @@ def test_an_empty_list_is_an_empty_array_without_a_link_header(viewer_client):
 
 
 def test_a_short_list_has_no_link_header(viewer_client, tree):
-    response = viewer_client.get(URL)
+    response = viewer_client.get(QUOTAS)
 
     assert len(response.json()) == 3
     assert "Link" not in response.headers
@@ -128,14 +84,14 @@ def test_a_short_list_has_no_link_header(viewer_client, tree):
 
 def test_every_role_can_list(admin_client_api, scheduler_client, viewer_client, tree):
     for client in (admin_client_api, scheduler_client, viewer_client):
-        response = client.get(URL)
+        response = client.get(QUOTAS)
 
         assert response.status_code == 200
         assert len(response.json()) == 3
 
 
 def test_listing_without_a_key_is_refused(api_client, tree):
-    response = api_client.get(URL)
+    response = api_client.get(QUOTAS)
 
     assert response.status_code == 401
     assert response.json()["error"] == "unauthorized"
@@ -147,45 +103,47 @@ def test_listing_without_a_key_is_refused(api_client, tree):
 def test_it_filters_by_entity_type(viewer_client, tree):
     org, team, user = tree
 
-    response = viewer_client.get(URL, {"entity_type": "team"})
+    response = viewer_client.get(QUOTAS, {"entity_type": "team"})
 
     assert response.status_code == 200
-    assert _ids(response) == [str(team.id)]
+    assert row_ids(response) == [str(team.id)]
 
 
 def test_the_entity_type_filter_ignores_case(viewer_client, tree):
     _, team, _ = tree
 
     for value in ("TEAM", "Team", " team "):
-        response = viewer_client.get(URL, {"entity_type": value})
+        response = viewer_client.get(QUOTAS, {"entity_type": value})
 
         assert response.status_code == 200
-        assert _ids(response) == [str(team.id)], value
+        assert row_ids(response) == [str(team.id)], value
 
 
-def test_an_unknown_entity_type_is_a_400_naming_the_valid_ones(viewer_client, tree):
-    response = viewer_client.get(URL, {"entity_type": "department"})
+@pytest.mark.parametrize(
+    ("query", "valid"),
+    [
+        ({"entity_type": "department"}, "organization, team, user"),
+        ({"resource_type": "tpu_hours"}, "gpu_hours"),
+    ],
+    ids=["entity_type", "resource_type"],
+)
+def test_an_unknown_type_is_a_400_naming_the_valid_ones(
+    viewer_client, tree, query, valid
+):
+    response = viewer_client.get(QUOTAS, query)
 
     assert response.status_code == 400
     assert response.json()["error"] == "invalid_input"
-    assert "organization, team, user" in response.json()["message"]
-
-
-def test_an_unknown_resource_type_is_a_400_listing_the_valid_ones(viewer_client, tree):
-    response = viewer_client.get(URL, {"resource_type": "tpu_hours"})
-
-    assert response.status_code == 400
-    assert response.json()["error"] == "invalid_input"
-    assert "gpu_hours" in response.json()["message"]
+    assert valid in response.json()["message"]
 
 
 def test_it_filters_by_entity_id(viewer_client, tree):
     _, _, user = tree
 
-    response = viewer_client.get(URL, {"entity_id": "alice"})
+    response = viewer_client.get(QUOTAS, {"entity_id": "alice"})
 
     assert response.status_code == 200
-    assert _ids(response) == [str(user.id)]
+    assert row_ids(response) == [str(user.id)]
 
 
 def test_it_filters_by_entity_id_across_resource_types(viewer_client, tree):
@@ -196,27 +154,27 @@ def test_it_filters_by_entity_id_across_resource_types(viewer_client, tree):
         resource_type=ResourceType.objects.get(slug="memory_gb"),
     )
 
-    response = viewer_client.get(URL, {"entity_id": "alice"})
+    response = viewer_client.get(QUOTAS, {"entity_id": "alice"})
 
-    assert sorted(_ids(response)) == sorted([str(user.id), str(memory.id)])
+    assert sorted(row_ids(response)) == sorted([str(user.id), str(memory.id)])
 
 
 def test_it_filters_by_resource_type(viewer_client, tree):
     memory = QuotaFactory(resource_type=ResourceType.objects.get(slug="memory_gb"))
 
-    response = viewer_client.get(URL, {"resource_type": "memory_gb"})
+    response = viewer_client.get(QUOTAS, {"resource_type": "memory_gb"})
 
     assert response.status_code == 200
-    assert _ids(response) == [str(memory.id)]
+    assert row_ids(response) == [str(memory.id)]
 
 
 def test_the_resource_type_filter_ignores_case(viewer_client, tree):
     memory = QuotaFactory(resource_type=ResourceType.objects.get(slug="memory_gb"))
 
-    response = viewer_client.get(URL, {"resource_type": "MEMORY_GB"})
+    response = viewer_client.get(QUOTAS, {"resource_type": "MEMORY_GB"})
 
     assert response.status_code == 200
-    assert _ids(response) == [str(memory.id)]
+    assert row_ids(response) == [str(memory.id)]
 
 
 def test_it_filters_by_parent_id(viewer_client, tree):
@@ -228,10 +186,10 @@ def test_it_filters_by_parent_id(viewer_client, tree):
         limit_value=Decimal("10"),
     )
 
-    response = viewer_client.get(URL, {"parent_id": str(org.id)})
+    response = viewer_client.get(QUOTAS, {"parent_id": str(org.id)})
 
     assert response.status_code == 200
-    assert sorted(_ids(response)) == sorted([str(team.id), str(second_team.id)])
+    assert sorted(row_ids(response)) == sorted([str(team.id), str(second_team.id)])
 
 
 def test_filters_combine(viewer_client, tree):
@@ -243,15 +201,15 @@ def test_filters_combine(viewer_client, tree):
     )
 
     response = viewer_client.get(
-        URL,
+        QUOTAS,
         {"entity_type": "team", "entity_id": "research", "resource_type": "gpu_hours"},
     )
 
-    assert _ids(response) == [str(team.id)]
+    assert row_ids(response) == [str(team.id)]
 
 
 def test_an_invalid_parent_id_is_refused(viewer_client, tree):
-    response = viewer_client.get(URL, {"parent_id": "not-a-uuid"})
+    response = viewer_client.get(QUOTAS, {"parent_id": "not-a-uuid"})
 
     body = response.json()
     assert response.status_code == 400
@@ -261,7 +219,7 @@ def test_an_invalid_parent_id_is_refused(viewer_client, tree):
 
 
 def test_an_unknown_query_parameter_is_ignored(viewer_client, tree):
-    response = viewer_client.get(URL, {"colour": "blue"})
+    response = viewer_client.get(QUOTAS, {"colour": "blue"})
 
     assert response.status_code == 200
     assert len(response.json()) == 3
@@ -273,17 +231,17 @@ def test_an_unknown_query_parameter_is_ignored(viewer_client, tree):
 def test_the_default_page_holds_100_quotas(viewer_client):
     _bulk_quotas(101)
 
-    response = viewer_client.get(URL)
+    response = viewer_client.get(QUOTAS)
 
     assert response.status_code == 200
     assert len(response.json()) == 100
-    assert _next_url(response) is not None
+    assert next_link(response) is not None
 
 
 def test_a_list_of_exactly_one_page_has_no_link_header(viewer_client):
     _bulk_quotas(100)
 
-    response = viewer_client.get(URL)
+    response = viewer_client.get(QUOTAS)
 
     assert len(response.json()) == 100
     assert "Link" not in response.headers
@@ -292,21 +250,21 @@ def test_a_list_of_exactly_one_page_has_no_link_header(viewer_client):
 def test_the_limit_parameter_sets_the_page_size(viewer_client):
     _quotas_created_in_order(5)
 
-    response = viewer_client.get(URL, {"limit": 2})
+    response = viewer_client.get(QUOTAS, {"limit": 2})
 
     assert len(response.json()) == 2
-    assert _next_url(response) is not None
+    assert next_link(response) is not None
 
 
 def test_the_link_header_follows_rfc_8288(viewer_client):
     _quotas_created_in_order(3)
 
-    response = viewer_client.get(URL, {"limit": 2})
+    response = viewer_client.get(QUOTAS, {"limit": 2})
 
     header = response.headers["Link"]
     assert LINK_NEXT.match(header)
-    next_url = urlsplit(_next_url(response))
-    assert next_url.path == URL
+    next_url = urlsplit(next_link(response))
+    assert next_url.path == QUOTAS
     query = parse_qs(next_url.query)
     assert query["limit"] == ["2"]
     assert len(query["cursor"]) == 1
@@ -315,7 +273,7 @@ def test_the_link_header_follows_rfc_8288(viewer_client):
 def test_following_the_link_header_walks_every_quota_once_newest_first(viewer_client):
     quotas = _quotas_created_in_order(7)
 
-    pages = _walk(viewer_client, f"{URL}?limit=3")
+    pages = walk(viewer_client, f"{QUOTAS}?limit=3")
 
     assert [len(page) for page in pages] == [3, 3, 1]
     walked = [quota_id for page in pages for quota_id in page]
@@ -327,7 +285,7 @@ def test_paging_is_exact_when_many_quotas_share_a_timestamp(viewer_client):
     # over each of them exactly once.
     _bulk_quotas(25)
 
-    pages = _walk(viewer_client, f"{URL}?limit=4")
+    pages = walk(viewer_client, f"{QUOTAS}?limit=4")
 
     walked = [quota_id for page in pages for quota_id in page]
     assert len(walked) == 25
@@ -342,7 +300,7 @@ def test_paging_ends_when_more_than_1000_quotas_share_a_timestamp(viewer_client)
     # next link pointed at the same page forever.
     _bulk_quotas(2500)
 
-    pages = _walk(viewer_client, f"{URL}?limit=1000")
+    pages = walk(viewer_client, f"{QUOTAS}?limit=1000")
 
     walked = [quota_id for page in pages for quota_id in page]
     assert [len(page) for page in pages] == [1000, 1000, 500]
@@ -358,8 +316,8 @@ def test_paging_keeps_the_filters(viewer_client, tree):
             resource_type=ResourceType.objects.get(slug="memory_gb"),
         )
 
-    pages = _walk(
-        viewer_client, f"{URL}?entity_type=TEAM&resource_type=memory_gb&limit=2"
+    pages = walk(
+        viewer_client, f"{QUOTAS}?entity_type=TEAM&resource_type=memory_gb&limit=2"
     )
 
     walked = [quota_id for page in pages for quota_id in page]
@@ -371,32 +329,32 @@ def test_paging_keeps_the_filters(viewer_client, tree):
 def test_a_quota_created_while_paging_does_not_shift_later_pages(viewer_client):
     quotas = _quotas_created_in_order(4)
 
-    first = viewer_client.get(URL, {"limit": 2})
+    first = viewer_client.get(QUOTAS, {"limit": 2})
     QuotaFactory(entity_id="latecomer", created_at=timezone.now())
-    second = viewer_client.get(_next_url(first))
+    second = viewer_client.get(next_link(first))
 
-    assert _ids(first) == [str(quotas[3].id), str(quotas[2].id)]
-    assert _ids(second) == [str(quotas[1].id), str(quotas[0].id)]
+    assert row_ids(first) == [str(quotas[3].id), str(quotas[2].id)]
+    assert row_ids(second) == [str(quotas[1].id), str(quotas[0].id)]
 
 
 def test_a_limit_above_the_maximum_is_clamped_to_1000(viewer_client):
     _bulk_quotas(1005)
 
-    response = viewer_client.get(URL, {"limit": 5000})
+    response = viewer_client.get(QUOTAS, {"limit": 5000})
 
     assert response.status_code == 200
     assert len(response.json()) == 1000
-    next_url = _next_url(response)
+    next_url = next_link(response)
     assert next_url is not None
     rest = viewer_client.get(next_url)
     assert len(rest.json()) == 5
-    assert not set(_ids(rest)) & set(_ids(response))
+    assert not set(row_ids(rest)) & set(row_ids(response))
     assert "Link" not in rest.headers
 
 
 @pytest.mark.parametrize("limit", ["0", "-1", "abc", "1.5", "1e3", "٣", " "])
 def test_an_invalid_limit_is_refused(viewer_client, limit):
-    response = viewer_client.get(URL, {"limit": limit})
+    response = viewer_client.get(QUOTAS, {"limit": limit})
 
     body = response.json()
     assert response.status_code == 400
@@ -405,7 +363,7 @@ def test_an_invalid_limit_is_refused(viewer_client, limit):
 
 
 def test_an_empty_limit_means_the_default(viewer_client, tree):
-    response = viewer_client.get(f"{URL}?limit=")
+    response = viewer_client.get(f"{QUOTAS}?limit=")
 
     assert response.status_code == 200
     assert len(response.json()) == 3
@@ -442,7 +400,7 @@ def _cursor(text: str) -> str:
     ],
 )
 def test_a_garbage_cursor_is_refused(viewer_client, tree, cursor):
-    response = viewer_client.get(URL, {"cursor": cursor})
+    response = viewer_client.get(QUOTAS, {"cursor": cursor})
 
     body = response.json()
     assert response.status_code == 400
@@ -455,11 +413,11 @@ def test_a_list_request_takes_a_bounded_number_of_queries(
 ):
     _bulk_quotas(3, prefix="few")
     with django_assert_max_num_queries(3):
-        few = viewer_client.get(URL)
+        few = viewer_client.get(QUOTAS)
     _bulk_quotas(200, prefix="many")
 
     with django_assert_max_num_queries(3):
-        many = viewer_client.get(URL)
+        many = viewer_client.get(QUOTAS)
 
     assert len(few.json()) == 3
     assert len(many.json()) == 100
@@ -478,6 +436,6 @@ def test_a_child_listing_takes_no_query_per_row(
         )
 
     with django_assert_max_num_queries(3):
-        response = viewer_client.get(URL, {"parent_id": str(org.id), "limit": 1000})
+        response = viewer_client.get(QUOTAS, {"parent_id": str(org.id), "limit": 1000})
 
     assert len(response.json()) == 31

@@ -4,7 +4,6 @@ from both sides, raising a child and lowering a parent (DESIGN §3, §5).
 Every refused request also shows that the quota was left exactly as it was.
 """
 
-import json
 from decimal import Decimal
 
 import pytest
@@ -13,14 +12,21 @@ from horizon_quota.errors import Conflict, InvalidInput, NotFound
 from quotas import services
 from quotas.models import EntityType, Quota
 from tests.factories import QuotaFactory
+from tests.helpers import (
+    UNKNOWN_ID,
+    assert_error,
+    assert_invalid,
+    exact,
+    quota_row,
+    quota_url,
+    set_used,
+)
 
 METHODS = ["put", "patch"]
-UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"
 
 
 def _url(quota, query: str = "") -> str:
-    quota_id = quota if isinstance(quota, str) else quota.id
-    return f"/api/v1/quotas/{quota_id}{query}"
+    return quota_url(quota if isinstance(quota, str) else quota.id) + query
 
 
 def _send(client, quota, body, method: str = "patch", query: str = ""):
@@ -31,39 +37,6 @@ def _send_raw(client, quota, text: str, method: str = "patch"):
     return getattr(client, method)(
         _url(quota), data=text, content_type="application/json"
     )
-
-
-def _exact(response) -> dict:
-    return json.loads(response.content, parse_float=Decimal)
-
-
-def _row(quota) -> dict:
-    """Every stored column of the quota, to show that a refused update changed none."""
-    return Quota.objects.values().get(id=quota.id)
-
-
-def _set_used(quota, used) -> None:
-    # Allocations do not exist yet: usage is set on the row directly.
-    Quota.objects.filter(id=quota.id).update(used=Decimal(used))
-
-
-def _assert_invalid(response, *fields: str) -> dict:
-    assert response.status_code == 400
-    body = response.json()
-    assert body["error"] == "invalid_input"
-    assert body["message"]
-    for field in fields:
-        assert field in body["fields"]
-        assert body["fields"][field]
-    return body
-
-
-def _assert_conflict(response) -> dict:
-    assert response.status_code == 409
-    body = response.json()
-    assert body["error"] == "conflict"
-    assert body["message"]
-    return body
 
 
 @pytest.fixture
@@ -125,7 +98,7 @@ def test_it_writes_every_field_of_a_multi_field_update(admin_client_api, quota, 
     )
 
     assert response.status_code == 200
-    body = _exact(response)
+    body = exact(response)
     assert body["limit_value"] == 200
     assert body["soft_limit"] == Decimal("150.5")
     assert body["burst_limit"] == 250
@@ -169,26 +142,26 @@ def test_null_for_a_field_that_cannot_be_cleared_means_unchanged(
     admin_client_api, quota, field
 ):
     # The Rust service's clients send absent options as null.
-    before = _row(quota)
+    before = quota_row(quota)
 
     response = _send(admin_client_api, quota, {field: None})
 
     assert response.status_code == 200
-    assert _row(quota) == before
+    assert quota_row(quota) == before
 
 
 def test_an_empty_body_changes_nothing(admin_client_api, quota):
-    before = _row(quota)
+    before = quota_row(quota)
 
     response = _send(admin_client_api, quota, {})
 
     assert response.status_code == 200
     assert response.json()["version"] == 1
-    assert _row(quota) == before
+    assert quota_row(quota) == before
 
 
 def test_it_ignores_unknown_and_read_only_fields(admin_client_api, quota):
-    _set_used(quota, 25)
+    set_used(quota, 25)
 
     response = _send(
         admin_client_api,
@@ -221,7 +194,7 @@ def test_it_accepts_numeric_strings(admin_client_api, quota):
     )
 
     assert response.status_code == 200
-    body = _exact(response)
+    body = exact(response)
     assert body["limit_value"] == Decimal("120.25")
     assert body["effective_limit"] == Decimal("150.3125")
 
@@ -240,12 +213,12 @@ def test_every_change_increments_the_version(admin_client_api, quota):
 
 
 def test_a_change_moves_updated_at_but_not_created_at(admin_client_api, quota):
-    before = _row(quota)
+    before = quota_row(quota)
 
     response = _send(admin_client_api, quota, {"limit_value": 110})
 
     assert response.status_code == 200
-    after = _row(quota)
+    after = quota_row(quota)
     assert after["created_at"] == before["created_at"]
     assert after["updated_at"] >= before["updated_at"]
     assert response.json()["updated_at"].endswith("Z")
@@ -254,7 +227,7 @@ def test_a_change_moves_updated_at_but_not_created_at(admin_client_api, quota):
 def test_an_update_that_sends_the_current_values_keeps_the_version(
     admin_client_api, quota
 ):
-    before = _row(quota)
+    before = quota_row(quota)
 
     response = _send(
         admin_client_api,
@@ -264,7 +237,7 @@ def test_an_update_that_sends_the_current_values_keeps_the_version(
 
     assert response.status_code == 200
     assert response.json()["version"] == 1
-    assert _row(quota) == before
+    assert quota_row(quota) == before
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -286,34 +259,34 @@ def test_it_refuses_an_update_sent_with_a_stale_version(
     admin_client_api, quota, method
 ):
     Quota.objects.filter(id=quota.id).update(version=3)
-    before = _row(quota)
+    before = quota_row(quota)
 
     response = _send(
         admin_client_api, quota, {"limit_value": 110, "version": 2}, method
     )
 
-    body = _assert_conflict(response)
+    body = assert_error(response, 409, "conflict")
     assert "3" in body["message"]
-    assert _row(quota) == before
+    assert quota_row(quota) == before
 
 
 def test_it_refuses_a_version_from_the_future(admin_client_api, quota):
-    before = _row(quota)
+    before = quota_row(quota)
 
     response = _send(admin_client_api, quota, {"limit_value": 110, "version": 2})
 
-    _assert_conflict(response)
-    assert _row(quota) == before
+    assert_error(response, 409, "conflict")
+    assert quota_row(quota) == before
 
 
 @pytest.mark.parametrize("version", [0, -1, "abc", 1.5, True, {}])
 def test_it_refuses_a_malformed_version(admin_client_api, quota, version):
-    before = _row(quota)
+    before = quota_row(quota)
 
     response = _send(admin_client_api, quota, {"limit_value": 110, "version": version})
 
-    _assert_invalid(response, "version")
-    assert _row(quota) == before
+    assert_invalid(response, "version")
+    assert quota_row(quota) == before
 
 
 # --- Raising a child ----------------------------------------------------------------
@@ -324,13 +297,13 @@ def test_it_refuses_raising_a_child_above_its_parents_limit(
     admin_client_api, tree, method
 ):
     _, _, user = tree  # alice 30 under the team's 60
-    before = _row(user)
+    before = quota_row(user)
 
     response = _send(admin_client_api, user, {"limit_value": "60.0001"}, method)
 
-    body = _assert_invalid(response, "limit_value")
+    body = assert_invalid(response, "limit_value")
     assert "60" in body["message"]
-    assert _row(user) == before
+    assert quota_row(user) == before
 
 
 def test_it_allows_raising_a_lone_child_up_to_its_parents_limit(admin_client_api, tree):
@@ -347,14 +320,14 @@ def test_it_allows_raising_a_lone_child_up_to_its_parents_limit(admin_client_api
 def test_it_refuses_raising_a_child_so_that_the_family_overfills_the_parent(
     admin_client_api, tree, bob, method
 ):
-    before = _row(bob)
+    before = quota_row(bob)
 
     # alice 30 + bob 30.0001 > team 60, though bob alone would fit.
     response = _send(admin_client_api, bob, {"limit_value": "30.0001"}, method)
 
-    body = _assert_invalid(response, "limit_value")
+    body = assert_invalid(response, "limit_value")
     assert "60.0001" in body["message"]
-    assert _row(bob) == before
+    assert quota_row(bob) == before
 
 
 def test_it_allows_raising_a_child_until_the_family_exactly_fills_the_parent(
@@ -394,12 +367,12 @@ def test_parent_overcommit_still_caps_the_siblings_sum(admin_client_api, tree, b
     Quota.objects.filter(id=team.id).update(overcommit_ratio=Decimal("1.5"))
     Quota.objects.filter(id=bob.id).update(limit_value=Decimal("60"))
     _, _, alice = tree
-    before = _row(alice)
+    before = quota_row(alice)
 
     response = _send(admin_client_api, alice, {"limit_value": "30.0001"})
 
-    _assert_invalid(response, "limit_value")
-    assert _row(alice) == before
+    assert_invalid(response, "limit_value")
+    assert quota_row(alice) == before
 
 
 def test_parent_overcommit_never_lets_a_child_exceed_the_parents_limit(
@@ -407,12 +380,12 @@ def test_parent_overcommit_never_lets_a_child_exceed_the_parents_limit(
 ):
     _, team, alice = tree
     Quota.objects.filter(id=team.id).update(overcommit_ratio=Decimal("3"))
-    before = _row(alice)
+    before = quota_row(alice)
 
     response = _send(admin_client_api, alice, {"limit_value": 61})
 
-    _assert_invalid(response, "limit_value")
-    assert _row(alice) == before
+    assert_invalid(response, "limit_value")
+    assert quota_row(alice) == before
 
 
 def test_a_childs_own_overcommit_ratio_does_not_count_against_its_parent(
@@ -435,26 +408,26 @@ def test_it_refuses_lowering_a_parent_below_a_childs_limit(
     admin_client_api, tree, method
 ):
     _, team, _ = tree  # alice holds 30
-    before = _row(team)
+    before = quota_row(team)
 
     response = _send(admin_client_api, team, {"limit_value": "29.9999"}, method)
 
-    body = _assert_invalid(response, "limit_value")
+    body = assert_invalid(response, "limit_value")
     assert "30" in body["message"]
-    assert _row(team) == before
+    assert quota_row(team) == before
 
 
 def test_it_refuses_lowering_a_parent_below_a_child_even_with_overcommit(
     admin_client_api, tree
 ):
     _, team, _ = tree
-    before = _row(team)
+    before = quota_row(team)
 
     # Effective 29 × 2 = 58 still holds alice's 30, but her limit exceeds 29.
     response = _send(admin_client_api, team, {"limit_value": 29, "overcommit_ratio": 2})
 
-    _assert_invalid(response, "limit_value")
-    assert _row(team) == before
+    assert_invalid(response, "limit_value")
+    assert quota_row(team) == before
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -462,13 +435,13 @@ def test_it_refuses_lowering_a_parent_below_its_childrens_sum(
     admin_client_api, tree, bob, method
 ):
     _, team, _ = tree  # alice 30 + bob 20 = 50
-    before = _row(team)
+    before = quota_row(team)
 
     response = _send(admin_client_api, team, {"limit_value": "49.9999"}, method)
 
-    body = _assert_invalid(response, "limit_value")
+    body = assert_invalid(response, "limit_value")
     assert "50" in body["message"]
-    assert _row(team) == before
+    assert quota_row(team) == before
 
 
 def test_it_allows_lowering_a_parent_to_exactly_its_childrens_sum(
@@ -489,13 +462,13 @@ def test_it_refuses_lowering_a_parents_overcommit_below_its_childrens_sum(
     org = QuotaFactory(limit_value=Decimal("100"), overcommit_ratio=Decimal("1.5"))
     QuotaFactory(entity_type=EntityType.TEAM, parent=org, limit_value=Decimal("80"))
     QuotaFactory(entity_type=EntityType.TEAM, parent=org, limit_value=Decimal("60"))
-    before = _row(org)
+    before = quota_row(org)
 
     response = _send(admin_client_api, org, {"overcommit_ratio": "1.39"})
 
-    body = _assert_invalid(response, "limit_value")
+    body = assert_invalid(response, "limit_value")
     assert "140" in body["message"]
-    assert _row(org) == before
+    assert quota_row(org) == before
 
 
 def test_a_parent_may_lower_its_limit_when_overcommit_still_holds_the_children(
@@ -515,53 +488,40 @@ def test_a_middle_quota_is_checked_against_its_parent_and_its_children_at_once(
     admin_client_api, tree
 ):
     _, team, _ = tree
-    before = _row(team)
+    before = quota_row(team)
 
     above_parent = _send(admin_client_api, team, {"limit_value": 101})
     below_child = _send(admin_client_api, team, {"limit_value": 29})
 
-    _assert_invalid(above_parent, "limit_value")
-    _assert_invalid(below_child, "limit_value")
-    assert _row(team) == before
+    assert_invalid(above_parent, "limit_value")
+    assert_invalid(below_child, "limit_value")
+    assert quota_row(team) == before
 
 
 # --- Soft and burst limits ----------------------------------------------------------
 
 
-def test_it_refuses_lowering_the_limit_below_the_soft_limit(admin_client_api, quota):
-    before = _row(quota)
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        pytest.param({"limit_value": "79.9999"}, "soft_limit", id="limit-below-soft"),
+        pytest.param(
+            {"limit_value": "150.0001"}, "burst_limit", id="limit-above-burst"
+        ),
+        pytest.param({"soft_limit": "100.0001"}, "soft_limit", id="soft-above-limit"),
+        pytest.param({"burst_limit": "99.9999"}, "burst_limit", id="burst-below-limit"),
+    ],
+)
+def test_it_refuses_a_change_that_breaks_soft_under_limit_under_burst(
+    admin_client_api, quota, change, field
+):
+    # quota holds soft 80 <= limit 100 <= burst 150.
+    before = quota_row(quota)
 
-    response = _send(admin_client_api, quota, {"limit_value": "79.9999"})
+    response = _send(admin_client_api, quota, change)
 
-    _assert_invalid(response, "soft_limit")
-    assert _row(quota) == before
-
-
-def test_it_refuses_raising_the_limit_above_the_burst_limit(admin_client_api, quota):
-    before = _row(quota)
-
-    response = _send(admin_client_api, quota, {"limit_value": "150.0001"})
-
-    _assert_invalid(response, "burst_limit")
-    assert _row(quota) == before
-
-
-def test_it_refuses_a_soft_limit_above_the_limit(admin_client_api, quota):
-    before = _row(quota)
-
-    response = _send(admin_client_api, quota, {"soft_limit": "100.0001"})
-
-    _assert_invalid(response, "soft_limit")
-    assert _row(quota) == before
-
-
-def test_it_refuses_a_burst_limit_below_the_limit(admin_client_api, quota):
-    before = _row(quota)
-
-    response = _send(admin_client_api, quota, {"burst_limit": "99.9999"})
-
-    _assert_invalid(response, "burst_limit")
-    assert _row(quota) == before
+    assert_invalid(response, field)
+    assert quota_row(quota) == before
 
 
 def test_it_accepts_limits_that_move_together(admin_client_api, quota):
@@ -598,32 +558,32 @@ def test_it_refuses_lowering_the_effective_limit_below_usage(
     admin_client_api, tree, method
 ):
     _, _, alice = tree
-    _set_used(alice, 25)
-    before = _row(alice)
+    set_used(alice, 25)
+    before = quota_row(alice)
 
     response = _send(admin_client_api, alice, {"limit_value": "24.9999"}, method)
 
-    body = _assert_conflict(response)
+    body = assert_error(response, 409, "conflict")
     assert "force" in body["message"]
     assert "25" in body["message"]
-    assert _row(alice) == before
+    assert quota_row(alice) == before
 
 
 def test_it_refuses_lowering_the_overcommit_ratio_below_usage(admin_client_api, quota):
-    _set_used(quota, 120)  # effective 150
-    before = _row(quota)
+    set_used(quota, 120)  # effective 150
+    before = quota_row(quota)
 
     response = _send(admin_client_api, quota, {"overcommit_ratio": "1.19"})
 
-    _assert_conflict(response)
-    assert _row(quota) == before
+    assert_error(response, 409, "conflict")
+    assert quota_row(quota) == before
 
 
 def test_it_allows_lowering_the_effective_limit_to_exactly_the_usage(
     admin_client_api, tree
 ):
     _, _, alice = tree
-    _set_used(alice, 25)
+    set_used(alice, 25)
 
     response = _send(admin_client_api, alice, {"limit_value": 25})
 
@@ -640,7 +600,7 @@ def test_force_in_the_query_lowers_the_limit_below_usage(
     admin_client_api, tree, method, value
 ):
     _, _, alice = tree
-    _set_used(alice, 25)
+    set_used(alice, 25)
 
     response = _send(
         admin_client_api, alice, {"limit_value": 20}, method, query=f"?force={value}"
@@ -660,7 +620,7 @@ def test_force_in_the_query_lowers_the_limit_below_usage(
 @pytest.mark.parametrize("method", METHODS)
 def test_force_in_the_body_lowers_the_limit_below_usage(admin_client_api, tree, method):
     _, _, alice = tree
-    _set_used(alice, 25)
+    set_used(alice, 25)
 
     response = _send(
         admin_client_api, alice, {"limit_value": 20, "force": True}, method
@@ -679,40 +639,40 @@ def test_force_false_still_refuses_lowering_below_usage(
     admin_client_api, tree, query, body_force
 ):
     _, _, alice = tree
-    _set_used(alice, 25)
-    before = _row(alice)
+    set_used(alice, 25)
+    before = quota_row(alice)
     body = {"limit_value": 20}
     if body_force is not None:
         body["force"] = body_force
 
     response = _send(admin_client_api, alice, body, query=query)
 
-    _assert_conflict(response)
-    assert _row(alice) == before
+    assert_error(response, 409, "conflict")
+    assert quota_row(alice) == before
 
 
 def test_force_does_not_override_the_hierarchy_rules(admin_client_api, tree):
     _, team, _ = tree  # alice holds 30 of the team's limit
-    _set_used(team, 25)
-    before = _row(team)
+    set_used(team, 25)
+    before = quota_row(team)
 
     response = _send(admin_client_api, team, {"limit_value": 20}, query="?force=true")
 
-    _assert_invalid(response, "limit_value")
-    assert _row(team) == before
+    assert_invalid(response, "limit_value")
+    assert quota_row(team) == before
 
 
 def test_force_does_not_override_the_version_check(admin_client_api, tree):
     _, _, alice = tree
-    _set_used(alice, 25)
-    before = _row(alice)
+    set_used(alice, 25)
+    before = quota_row(alice)
 
     response = _send(
         admin_client_api, alice, {"limit_value": 20, "version": 9}, query="?force=true"
     )
 
-    _assert_conflict(response)
-    assert _row(alice) == before
+    assert_error(response, 409, "conflict")
+    assert quota_row(alice) == before
 
 
 @pytest.mark.parametrize("value", ["maybe", "", "2", "truee", "on"])
@@ -720,15 +680,15 @@ def test_it_refuses_a_force_query_value_that_is_not_a_boolean(
     admin_client_api, tree, value
 ):
     _, _, alice = tree
-    _set_used(alice, 25)
-    before = _row(alice)
+    set_used(alice, 25)
+    before = quota_row(alice)
 
     response = _send(
         admin_client_api, alice, {"limit_value": 20}, query=f"?force={value}"
     )
 
-    _assert_invalid(response, "force")
-    assert _row(alice) == before
+    assert_invalid(response, "force")
+    assert quota_row(alice) == before
 
 
 @pytest.mark.parametrize("value", ["maybe", 2, {}, [True]])
@@ -736,18 +696,18 @@ def test_it_refuses_a_force_body_value_that_is_not_a_boolean(
     admin_client_api, tree, value
 ):
     _, _, alice = tree
-    _set_used(alice, 25)
-    before = _row(alice)
+    set_used(alice, 25)
+    before = quota_row(alice)
 
     response = _send(admin_client_api, alice, {"limit_value": 20, "force": value})
 
-    _assert_invalid(response, "force")
-    assert _row(alice) == before
+    assert_invalid(response, "force")
+    assert quota_row(alice) == before
 
 
 def test_raising_a_limit_needs_no_force_while_usage_is_above_it(admin_client_api, tree):
     _, _, alice = tree
-    _set_used(alice, 25)
+    set_used(alice, 25)
     forced = _send(admin_client_api, alice, {"limit_value": 10}, query="?force=true")
 
     response = _send(admin_client_api, alice, {"limit_value": 20})
@@ -765,20 +725,20 @@ def test_lowering_further_while_usage_is_above_the_limit_still_needs_force(
     admin_client_api, tree
 ):
     _, _, alice = tree
-    _set_used(alice, 40)  # above 30, as after an earlier forced lowering
-    before = _row(alice)
+    set_used(alice, 40)  # above 30, as after an earlier forced lowering
+    before = quota_row(alice)
 
     response = _send(admin_client_api, alice, {"limit_value": 29})
 
-    _assert_conflict(response)
-    assert _row(alice) == before
+    assert_error(response, 409, "conflict")
+    assert quota_row(alice) == before
 
 
 def test_changing_only_soft_or_burst_needs_no_force_while_over_usage(
     admin_client_api, tree
 ):
     _, _, alice = tree
-    _set_used(alice, 40)
+    set_used(alice, 40)
 
     response = _send(admin_client_api, alice, {"soft_limit": 10, "burst_limit": 50})
 
@@ -813,26 +773,26 @@ def test_it_refuses_to_change_an_identity_field(
     _, team, _ = tree
     if value == "other-org":
         value = str(_other_org(tree).id)
-    before = _row(team)
+    before = quota_row(team)
 
     response = _send(admin_client_api, team, {field: value, "limit_value": 50}, method)
 
-    body = _assert_invalid(response, field)
+    body = assert_invalid(response, field)
     assert "cannot change" in body["message"]
     assert "cannot change" in " ".join(body["fields"][field])
-    assert _row(team) == before
+    assert quota_row(team) == before
 
 
 def test_it_refuses_to_give_a_root_quota_a_parent(admin_client_api, tree):
     org, _, _ = tree
     other = _other_org(tree)
-    before = _row(org)
+    before = quota_row(org)
 
     response = _send(admin_client_api, org, {"parent_id": str(other.id)})
 
-    body = _assert_invalid(response, "parent_id")
+    body = assert_invalid(response, "parent_id")
     assert "cannot change" in body["message"]
-    assert _row(org) == before
+    assert quota_row(org) == before
 
 
 @pytest.mark.parametrize(
@@ -917,35 +877,35 @@ def test_it_accepts_the_whole_quota_sent_back_with_a_change(admin_client_api, tr
 )
 @pytest.mark.parametrize("field", ["limit_value", "soft_limit", "burst_limit"])
 def test_it_refuses_a_malformed_amount(admin_client_api, quota, field, fragment):
-    before = _row(quota)
+    before = quota_row(quota)
 
     response = _send_raw(admin_client_api, quota, f'{{"{field}": {fragment}}}')
 
-    _assert_invalid(response, field)
-    assert _row(quota) == before
+    assert_invalid(response, field)
+    assert quota_row(quota) == before
 
 
 @pytest.mark.parametrize(
     "fragment", ["1.001", "0.99", "0", "1000", '"NaN"', "true", '"abc"']
 )
 def test_it_refuses_a_bad_overcommit_ratio(admin_client_api, quota, fragment):
-    before = _row(quota)
+    before = quota_row(quota)
 
     response = _send_raw(admin_client_api, quota, f'{{"overcommit_ratio": {fragment}}}')
 
-    _assert_invalid(response, "overcommit_ratio")
-    assert _row(quota) == before
+    assert_invalid(response, "overcommit_ratio")
+    assert quota_row(quota) == before
 
 
 @pytest.mark.parametrize("text", ['{"limit_value": ', "[]", '"x"'])
 def test_it_refuses_a_body_that_is_not_a_json_object(admin_client_api, quota, text):
-    before = _row(quota)
+    before = quota_row(quota)
 
     response = _send_raw(admin_client_api, quota, text)
 
     assert response.status_code == 400
     assert response.json()["error"] == "invalid_input"
-    assert _row(quota) == before
+    assert quota_row(quota) == before
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -969,13 +929,13 @@ def test_it_answers_404_json_for_a_path_that_is_not_a_uuid(
 
 
 def test_it_refuses_an_update_without_credentials(api_client, quota):
-    before = _row(quota)
+    before = quota_row(quota)
 
     response = _send(api_client, quota, {"limit_value": 110})
 
     assert response.status_code == 401
     assert response.json()["error"] == "unauthorized"
-    assert _row(quota) == before
+    assert quota_row(quota) == before
 
 
 @pytest.mark.parametrize("client_fixture", ["viewer_client", "scheduler_client"])
@@ -984,13 +944,13 @@ def test_it_refuses_an_update_from_a_key_without_the_admin_role(
     request, quota, client_fixture, method
 ):
     client = request.getfixturevalue(client_fixture)
-    before = _row(quota)
+    before = quota_row(quota)
 
     response = _send(client, quota, {"limit_value": 110}, method)
 
     assert response.status_code == 403
     assert response.json()["error"] == "forbidden"
-    assert _row(quota) == before
+    assert quota_row(quota) == before
 
 
 # --- The service, called directly ---------------------------------------------------
@@ -998,49 +958,49 @@ def test_it_refuses_an_update_from_a_key_without_the_admin_role(
 
 def test_the_service_refuses_a_field_that_cannot_change(tree):
     _, team, _ = tree
-    before = _row(team)
+    before = quota_row(team)
 
     with pytest.raises(InvalidInput) as refused:
         services.quota_update(quota_id=team.id, changes={"parent_id": None})
 
     assert "Cannot change" in refused.value.message
-    assert _row(team) == before
+    assert quota_row(team) == before
 
 
 def test_the_service_refuses_raising_a_child_over_its_family(tree, bob):
-    before = _row(bob)
+    before = quota_row(bob)
 
     with pytest.raises(InvalidInput):
         services.quota_update(quota_id=bob.id, changes={"limit_value": Decimal("31")})
 
-    assert _row(bob) == before
+    assert quota_row(bob) == before
 
 
 def test_the_service_refuses_lowering_a_parent_under_its_children(tree, bob):
     _, team, _ = tree
-    before = _row(team)
+    before = quota_row(team)
 
     with pytest.raises(InvalidInput):
         services.quota_update(quota_id=team.id, changes={"limit_value": Decimal("45")})
 
-    assert _row(team) == before
+    assert quota_row(team) == before
 
 
 def test_the_service_refuses_a_stale_version(tree):
     _, _, alice = tree
-    before = _row(alice)
+    before = quota_row(alice)
 
     with pytest.raises(Conflict):
         services.quota_update(
             quota_id=alice.id, changes={"limit_value": Decimal("1")}, expected_version=5
         )
 
-    assert _row(alice) == before
+    assert quota_row(alice) == before
 
 
 def test_the_service_lowers_below_usage_only_with_force(tree):
     _, _, alice = tree
-    _set_used(alice, 25)
+    set_used(alice, 25)
 
     with pytest.raises(Conflict):
         services.quota_update(quota_id=alice.id, changes={"limit_value": Decimal("20")})

@@ -1,49 +1,27 @@
 """GET /api/v1/quotas/{id}/usage: usage statistics in the Rust service's shape
 (DESIGN §5)."""
 
-import json
 from decimal import Decimal
 
 import pytest
 
 from quotas.models import EntityType, Quota
 from tests.factories import QuotaFactory, ResourceTypeFactory
-
-UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"
-USAGE_FIELDS = {
-    "quota_id",
-    "entity_type",
-    "entity_id",
-    "resource_type",
-    "limit",
-    "effective_limit",
-    "usage",
-    "available",
-    "utilization_percent",
-}
+from tests.helpers import UNKNOWN_ID, USAGE_FIELDS, exact, quota_url, set_used
 
 
 def _url(quota_id) -> str:
-    return f"/api/v1/quotas/{quota_id}/usage"
-
-
-def _exact(response) -> dict:
-    return json.loads(response.content, parse_float=Decimal)
-
-
-def _set_used(quota, used) -> None:
-    # Allocations are not involved here: usage is set on the row directly.
-    Quota.objects.filter(id=quota.id).update(used=Decimal(used))
+    return f"{quota_url(quota_id)}/usage"
 
 
 def test_it_reports_the_usage_of_a_quota(admin_client_api, tree):
     _, team, _ = tree
-    _set_used(team, 45)
+    set_used(team, 45)
 
     response = admin_client_api.get(_url(team.id))
 
     assert response.status_code == 200
-    body = _exact(response)
+    body = exact(response)
     assert set(body) == USAGE_FIELDS
     assert body == {
         "quota_id": str(team.id),
@@ -72,11 +50,11 @@ def test_it_reports_an_unused_quota_as_zero_percent(admin_client_api, tree):
 
 def test_it_measures_utilization_against_the_effective_limit(admin_client_api, db):
     quota = QuotaFactory(limit_value=Decimal("100"), overcommit_ratio=Decimal("1.5"))
-    _set_used(quota, 50)
+    set_used(quota, 50)
 
     response = admin_client_api.get(_url(quota.id))
 
-    body = _exact(response)
+    body = exact(response)
     assert body["limit"] == 100
     assert body["effective_limit"] == 150
     assert body["usage"] == 50
@@ -86,11 +64,11 @@ def test_it_measures_utilization_against_the_effective_limit(admin_client_api, d
 
 def test_it_renders_every_amount_as_an_exact_json_number(admin_client_api, db):
     quota = QuotaFactory(limit_value=Decimal("10.5"), overcommit_ratio=Decimal("1.25"))
-    _set_used(quota, "0.0001")
+    set_used(quota, "0.0001")
 
     response = admin_client_api.get(_url(quota.id))
 
-    body = _exact(response)
+    body = exact(response)
     assert body["limit"] == Decimal("10.5")
     assert body["effective_limit"] == Decimal("13.125")
     assert body["usage"] == Decimal("0.0001")
@@ -108,7 +86,7 @@ def test_it_renders_every_amount_as_an_exact_json_number(admin_client_api, db):
 
 def test_it_reports_a_full_quota_as_one_hundred_percent(admin_client_api, tree):
     _, _, user = tree
-    _set_used(user, 30)
+    set_used(user, 30)
 
     body = admin_client_api.get(_url(user.id)).json()
 
@@ -118,9 +96,9 @@ def test_it_reports_a_full_quota_as_one_hundred_percent(admin_client_api, tree):
 
 def test_utilization_is_not_capped_after_a_forced_lowering(admin_client_api, tree):
     _, _, user = tree
-    _set_used(user, 25)
+    set_used(user, 25)
     forced = admin_client_api.patch(
-        f"/api/v1/quotas/{user.id}?force=true", {"limit_value": 20}, format="json"
+        f"{quota_url(user.id)}?force=true", {"limit_value": 20}, format="json"
     )
 
     response = admin_client_api.get(_url(user.id))
@@ -134,25 +112,19 @@ def test_utilization_is_not_capped_after_a_forced_lowering(admin_client_api, tre
     assert body["utilization_percent"] == 125
 
 
-def test_utilization_is_zero_when_the_effective_limit_is_zero(admin_client_api, db):
+@pytest.mark.parametrize("used", [0, 5], ids=["unused", "in-use"])
+def test_utilization_is_zero_when_the_effective_limit_is_zero(
+    admin_client_api, db, used
+):
     quota = QuotaFactory(limit_value=Decimal("0"))
-
-    body = admin_client_api.get(_url(quota.id)).json()
-
-    assert body["effective_limit"] == 0
-    assert body["available"] == 0
-    assert body["utilization_percent"] == 0
-
-
-def test_utilization_is_zero_for_a_zero_limit_even_with_usage(admin_client_api, db):
-    quota = QuotaFactory(limit_value=Decimal("0"))
-    _set_used(quota, 5)
+    set_used(quota, used)
 
     response = admin_client_api.get(_url(quota.id))
 
     assert response.status_code == 200
     body = response.json()
-    assert body["usage"] == 5
+    assert body["effective_limit"] == 0
+    assert body["usage"] == used
     assert body["available"] == 0
     assert body["utilization_percent"] == 0
 
@@ -161,21 +133,21 @@ def test_it_reports_extreme_utilization_without_error(admin_client_api, db):
     # The most a quota can hold (the largest limit at the largest ratio), left in
     # use after a forced lowering to the smallest non-zero limit.
     quota = QuotaFactory(limit_value=Decimal("0.0001"))
-    _set_used(quota, "9999899999999999999.9000")
+    set_used(quota, "9999899999999999999.9000")
 
     response = admin_client_api.get(_url(quota.id))
 
     assert response.status_code == 200
-    body = _exact(response)
+    body = exact(response)
     assert body["usage"] == Decimal("9999899999999999999.9")
     assert body["utilization_percent"] == Decimal("9999899999999999999900000")
 
 
 def test_it_rounds_utilization_to_two_decimal_places(admin_client_api, db):
     quota = QuotaFactory(limit_value=Decimal("3"))
-    _set_used(quota, 2)
+    set_used(quota, 2)
 
-    body = _exact(admin_client_api.get(_url(quota.id)))
+    body = exact(admin_client_api.get(_url(quota.id)))
 
     assert body["utilization_percent"] == Decimal("66.67")
 
@@ -183,9 +155,9 @@ def test_it_rounds_utilization_to_two_decimal_places(admin_client_api, db):
 def test_each_level_reports_the_usage_of_its_whole_subtree(admin_client_api, tree):
     org, team, user = tree
     # One grant of 10 to the user is counted at every level of its path.
-    _set_used(user, 10)
-    _set_used(team, 10)
-    _set_used(org, 10)
+    set_used(user, 10)
+    set_used(team, 10)
+    set_used(org, 10)
 
     org_body = admin_client_api.get(_url(org.id)).json()
     team_body = admin_client_api.get(_url(team.id)).json()

@@ -3,24 +3,13 @@
 import json
 
 from quotas.models import Quota
-
-QUOTAS = "/api/v1/quotas"
-
-
-def _quota_body(**overrides) -> dict:
-    return {
-        "entity_type": "organization",
-        "entity_id": "acme-limits",
-        "resource_type": "gpu_hours",
-        "limit_value": 10,
-        **overrides,
-    }
+from tests.helpers import QUOTAS, org_body
 
 
 def _nested(depth: int) -> str:
     """A JSON quota body whose deepest value sits ``depth`` levels down."""
     padding = "[" * (depth - 1) + "]" * (depth - 1)
-    return json.dumps(_quota_body())[:-1] + f', "padding": {padding}}}'
+    return json.dumps(org_body("acme-limits", 10))[:-1] + f', "padding": {padding}}}'
 
 
 def test_the_limits_have_their_defaults(settings):
@@ -29,7 +18,7 @@ def test_the_limits_have_their_defaults(settings):
 
 
 def test_a_body_above_the_limit_answers_413_and_writes_nothing(admin_client_api):
-    payload = json.dumps(_quota_body(padding="x" * (1024 * 1024)))
+    payload = json.dumps(org_body("acme-limits", 10, padding="x" * (1024 * 1024)))
 
     response = admin_client_api.post(
         QUOTAS, data=payload, content_type="application/json"
@@ -43,7 +32,7 @@ def test_a_body_above_the_limit_answers_413_and_writes_nothing(admin_client_api)
 
 
 def test_a_body_at_the_limit_is_read(admin_client_api, settings):
-    payload = json.dumps(_quota_body())
+    payload = json.dumps(org_body("acme-limits", 10))
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = len(payload.encode())
 
     response = admin_client_api.post(
@@ -57,7 +46,7 @@ def test_a_body_without_content_length_is_read_as_empty(admin_client_api, settin
     """The parser never reads past Content-Length; a body without one (chunked
     transfer, which gunicorn passes without CONTENT_LENGTH) is read as empty."""
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1024
-    payload = json.dumps(_quota_body(padding="x" * 4096)).encode()
+    payload = json.dumps(org_body("acme-limits", 10, padding="x" * 4096)).encode()
 
     response = admin_client_api.generic(
         "POST",
@@ -102,7 +91,7 @@ def test_nesting_past_the_depth_limit_answers_400_and_writes_nothing(
 
 def test_brackets_inside_strings_do_not_count_as_nesting(admin_client_api, settings):
     settings.API_MAX_JSON_DEPTH = 3
-    payload = json.dumps(_quota_body(entity_id='deep-[[[{{{"', padding=[{"a": 1}]))
+    payload = json.dumps(org_body('deep-[[[{{{"', 10, padding=[{"a": 1}]))
 
     response = admin_client_api.post(
         QUOTAS, data=payload, content_type="application/json"

@@ -104,7 +104,7 @@ def test_the_orm_filters_select_what_the_predicates_say():
         for _, limit, soft, ratio, _ in STATES
     ]
     for quota, (used, *_ignored) in zip(quotas, STATES, strict=True):
-        Quota.objects.filter(id=quota.id).update(used=used)
+        Quota.objects.filter(id=quota.id).update(reserved=used)
         quota.used = used
 
     at_hard = set(Quota.objects.filter(rules.at_hard_limit_q()).values_list("id"))

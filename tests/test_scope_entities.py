@@ -231,7 +231,7 @@ def test_a_refusal_above_the_scope_names_nothing_of_it(db, scope):
     scope_text, hidden = SCOPES[scope]
     tree = _tree("gpu_hours", org_limit="500")
     # The sibling team fills the organization.
-    Quota.objects.filter(id__in=[tree["org"].id]).update(used=Decimal("500"))
+    Quota.objects.filter(id__in=[tree["org"].id]).update(reserved=Decimal("500"))
     client = _client("scheduler", scope_text)
     check = client.post(f"{ALLOCATIONS}/check", _check_body(), format="json")
 

@@ -5,28 +5,27 @@ cannot create a root quota nor change or delete its own root (403).
 """
 
 from decimal import Decimal
-from uuid import uuid4
 
 import pytest
 from rest_framework.test import APIClient
 
 from allocations import services as allocation_services
 from allocations.models import Allocation, UsageHistory
-from quotas.access.keys import api_key_create
 from quotas.models import EntityType, Quota, QuotaChange
 from tests.factories import QuotaFactory
-
-QUOTAS = "/api/v1/quotas"
-ALLOCATIONS = "/api/v1/allocations"
+from tests.helpers import (
+    ALLOCATIONS,
+    QUOTAS,
+    allocate,
+    allocate_direct,
+    allocation_body,
+    client_for_role,
+    org_body,
+)
 
 
 def _client(role: str, scope=None) -> APIClient:
-    _, raw_key = api_key_create(
-        name=f"{role} {scope}", role=role, scope=str(scope.id) if scope else None
-    )
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {raw_key}")
-    return client
+    return client_for_role(role, name=f"{role} {scope}", scope=scope)
 
 
 def _quota(entity_type, entity_id, parent=None, limit="100"):
@@ -49,8 +48,8 @@ def world(db):
     b_team = _quota(EntityType.TEAM, "team-b", b, "400")
     b_user = _quota(EntityType.USER, "user-b", b_team, "100")
     b_spare = _quota(EntityType.USER, "spare-b", b_team, "100")
-    a_alloc = _allocate("user-a")
-    b_alloc = _allocate("user-b")
+    a_alloc = allocate_direct(entity_id="user-a", amount="5", ttl_seconds=3600).id
+    b_alloc = allocate_direct(entity_id="user-b", amount="5", ttl_seconds=3600).id
     return {
         "a": a,
         "a_team": a_team,
@@ -65,18 +64,6 @@ def world(db):
     }
 
 
-def _allocate(entity_id: str, value: str = "5"):
-    result = allocation_services.allocation_create(
-        entity_type="user",
-        entity_id=entity_id,
-        resource_type="gpu_hours",
-        job_id=uuid4(),
-        requested_value=Decimal(value),
-        ttl_seconds=3600,
-    )
-    return result.allocation.id
-
-
 def _state() -> dict:
     """Everything a request could change."""
     return {
@@ -84,16 +71,6 @@ def _state() -> dict:
         "allocations": list(Allocation.objects.order_by("id").values()),
         "history": UsageHistory.objects.count(),
         "changes": QuotaChange.objects.count(),
-    }
-
-
-def _allocation_body(entity_id: str, entity_type: str = "user") -> dict:
-    return {
-        "entity_type": entity_type,
-        "entity_id": entity_id,
-        "job_id": str(uuid4()),
-        "resource_type": "gpu_hours",
-        "requested_value": 1,
     }
 
 
@@ -118,7 +95,9 @@ def _calls_on_b(w) -> list[tuple[str, str, dict | None]]:
         ("team", "team-b"),
         ("organization", "org-b"),
     ):
-        body = _allocation_body(entity_id, entity_type)
+        body = allocation_body(
+            entity_type=entity_type, entity_id=entity_id, requested_value=1
+        )
         calls += [
             ("post", f"{ALLOCATIONS}/check", {**body, "job_id": None}),
             ("post", ALLOCATIONS, body),
@@ -177,7 +156,7 @@ def test_the_same_calls_succeed_for_an_unscoped_admin(world):
     w = world
     assert client.get(f"{QUOTAS}/{w['b_user'].id}").status_code == 200
     assert client.get(f"{ALLOCATIONS}/{w['b_alloc']}").status_code == 200
-    check = _allocation_body("user-b")
+    check = allocation_body(entity_id="user-b", requested_value=1)
     check.pop("job_id")
     assert client.post(f"{ALLOCATIONS}/check", check, format="json").status_code == 200
     assert client.delete(f"{QUOTAS}/{w['b_spare'].id}").status_code == 204
@@ -218,7 +197,12 @@ def test_a_scoped_viewer_reads_inside_and_writes_nothing(world):
         assert client.get(f"{QUOTAS}/{user_id}{suffix}").status_code == 200, suffix
     assert client.get(f"{ALLOCATIONS}/{world['a_alloc']}").status_code == 200
     assert client.patch(f"{QUOTAS}/{user_id}", {"limit_value": 50}).status_code == 403
-    assert client.post(ALLOCATIONS, _allocation_body("user-a")).status_code == 403
+    assert (
+        client.post(
+            ALLOCATIONS, allocation_body(entity_id="user-a", requested_value=1)
+        ).status_code
+        == 403
+    )
     assert client.delete(f"{ALLOCATIONS}/{world['a_alloc']}").status_code == 403
 
     assert _state() == before
@@ -226,11 +210,11 @@ def test_a_scoped_viewer_reads_inside_and_writes_nothing(world):
 
 def test_a_scoped_scheduler_checks_allocates_renews_and_releases_inside(world):
     client = _client("scheduler", world["a"])
-    check = _allocation_body("user-a")
+    check = allocation_body(entity_id="user-a", requested_value=1)
     check.pop("job_id")
 
     checked = client.post(f"{ALLOCATIONS}/check", check, format="json")
-    body = _allocation_body("user-a")
+    body = allocation_body(entity_id="user-a", requested_value=1)
     created = client.post(ALLOCATIONS, body, format="json")
     replayed = client.post(ALLOCATIONS, body, format="json")
     allocation_id = created.json()["id"]
@@ -293,16 +277,7 @@ def test_a_scoped_admin_cannot_create_a_root_quota(world):
     client = _client("admin", world["a"])
     before = _state()
 
-    response = client.post(
-        QUOTAS,
-        {
-            "entity_type": "organization",
-            "entity_id": "org-c",
-            "resource_type": "gpu_hours",
-            "limit_value": 10,
-        },
-        format="json",
-    )
+    response = client.post(QUOTAS, org_body("org-c", 10), format="json")
 
     assert response.status_code == 403
     assert response.json()["error"] == "forbidden"
@@ -315,7 +290,7 @@ def test_a_scoped_admin_cannot_change_or_delete_its_own_root(world, method):
     client = _client("admin", root)
     world["a_user"].delete()  # so that the delete would otherwise succeed
     Allocation.objects.all().delete()
-    Quota.objects.update(used=0)
+    Quota.objects.update(reserved=0, consumed=0)
     before = _state()
 
     url = f"{QUOTAS}/{root.id}"
@@ -340,11 +315,13 @@ def test_a_team_scoped_key_sees_neither_its_organization_nor_sibling_teams(world
     sibling_update = client.patch(
         f"{QUOTAS}/{world['a_sibling'].id}", {"soft_limit": 1}, format="json"
     )
-    org_check = _allocation_body("org-a", "organization")
+    org_check = allocation_body(
+        entity_type="organization", entity_id="org-a", requested_value=1
+    )
     org_check.pop("job_id")
     check = client.post(f"{ALLOCATIONS}/check", org_check, format="json")
-    sibling_allocate = client.post(
-        ALLOCATIONS, _allocation_body("team-a2", "team"), format="json"
+    sibling_allocate = allocate(
+        client, entity_type="team", entity_id="team-a2", requested_value=1
     )
     org_history = client.get(f"{QUOTAS}/{world['a'].id}/history")
 
@@ -355,14 +332,12 @@ def test_a_team_scoped_key_sees_neither_its_organization_nor_sibling_teams(world
     assert _state() == before
     # Its own subtree still works, allocation levels up to the root included.
     assert client.get(f"{QUOTAS}/{world['a_user'].id}/usage").status_code == 200
-    assert client.post(
-        ALLOCATIONS, _allocation_body("user-a"), format="json"
-    ).status_code == (201)
+    assert allocate(client, entity_id="user-a", requested_value=1).status_code == (201)
 
 
 def test_a_deleted_quotas_history_is_for_unscoped_keys_only(world):
     leaf = _quota(EntityType.USER, "gone", world["a_team"], "10")
-    allocation_id = _allocate("gone", "1")
+    allocation_id = allocate_direct(entity_id="gone", amount="1", ttl_seconds=3600).id
     allocation_services.allocation_release(allocation_id=allocation_id)
     admin = _client("admin")
     assert admin.delete(f"{QUOTAS}/{leaf.id}").status_code == 204
@@ -398,7 +373,10 @@ def test_a_job_held_outside_the_scope_is_a_conflict_that_names_nothing_of_it(wor
     client = _client("scheduler", world["a"])
     before = _state()
 
-    body = {**_allocation_body("user-a"), "job_id": str(held.job_id)}
+    body = {
+        **allocation_body(entity_id="user-a", requested_value=1),
+        "job_id": str(held.job_id),
+    }
     response = client.post(ALLOCATIONS, body, format="json")
 
     assert response.status_code == 409

@@ -6,33 +6,20 @@ import pytest
 from django.db import connection, connections
 from rest_framework.test import APIClient
 
-from quotas.access.keys import api_key_create
 from quotas.access.throttling import count_write
 from quotas.models import ApiKey, Quota
+from tests.helpers import QUOTAS, client_for_role, org_body
 
-QUOTAS = "/api/v1/quotas"
 # A window of about 31 years: no window boundary falls inside a test.
 PERIOD = 10**9
 
 
 def _client(role: str = "admin") -> APIClient:
-    _, raw_key = api_key_create(name=f"throttle {role}", role=role)
-    client = APIClient(raise_request_exception=False)
-    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {raw_key}")
-    return client
+    return client_for_role(role, name=f"throttle {role}", raise_request_exception=False)
 
 
 def _create(client: APIClient, entity_id: str):
-    return client.post(
-        QUOTAS,
-        {
-            "entity_type": "organization",
-            "entity_id": entity_id,
-            "resource_type": "gpu_hours",
-            "limit_value": 10,
-        },
-        format="json",
-    )
+    return client.post(QUOTAS, org_body(entity_id, 10), format="json")
 
 
 def _assert_rate_limited(response):
