@@ -12,7 +12,9 @@
    * trivial: a DRF view that does nothing (the ceiling on this machine);
    * hot: every client allocates for its own user under ONE organization;
    * spread: each client allocates under its OWN organization;
-   then releases everything each scenario allocated. Each phase runs for a fixed
+   each allocate-only, then allocating and releasing, on a concurrent resource;
+   * budget: the hot tree as a monthly gpu_hours budget, allocate-only, then
+   allocate + consume + settle (DESIGN §3a). Each phase runs for a fixed
    time and stops by itself.
 4. Checks P1 (no level above its cap) and P2 (used = active allocations of the
    subtree) after each scenario.
@@ -106,22 +108,30 @@ def _dsn(settings, name):
 # --- data -----------------------------------------------------------------------------
 
 
+# The concurrent-resource scenarios hold quota (released amounts come back); the
+# budget scenario consumes it, per month.
+CONCURRENT = "concurrent_gpus"
+BUDGET = "gpu_hours"
+
+
 def build_trees(clients):
-    """Hot: one organization, 4 teams, one user per client. Spread: one organization
-    (→ team → user) per client. Limits are large: the benchmark measures the cost of
-    admission, not refusals."""
+    """Hot: one organization, 4 teams, one user per client, on a concurrent resource
+    and, as a monthly budget, on gpu_hours. Spread: one organization (→ team → user)
+    per client. Limits are large: the benchmark measures the cost of admission, not
+    refusals."""
     from quotas.access.keys import api_key_create
     from quotas.services import quota_create
 
     big = Decimal("1000000000")
 
-    def make(entity_type, entity_id, limit, parent=None):
+    def make(entity_type, entity_id, limit, parent=None, rtype=CONCURRENT, **more):
         return quota_create(
             entity_type=entity_type,
             entity_id=entity_id,
-            resource_type="gpu_hours",
+            resource_type=rtype,
             parent_id=parent.id if parent else None,
             limit_value=limit,
+            **more,
         )
 
     org = make("organization", "hot-org", big)
@@ -130,13 +140,20 @@ def build_trees(clients):
         make("user", f"hot-user-{c}", big / 4 / clients, teams[c % 4]).entity_id
         for c in range(clients)
     ]
+    monthly = {"rtype": BUDGET, "period": "month"}
+    budget_org = make("organization", "hot-org", big, **monthly)
+    budget_teams = [
+        make("team", f"hot-team-{t}", big / 4, budget_org, **monthly) for t in range(4)
+    ]
+    for c in range(clients):
+        make("user", f"hot-user-{c}", big / 4 / clients, budget_teams[c % 4], **monthly)
     spread_users = []
     for c in range(clients):
         o = make("organization", f"spread-org-{c}", big)
         t = make("team", f"spread-team-{c}", big, o)
         spread_users.append(make("user", f"spread-user-{c}", big, t).entity_id)
     _, key = api_key_create(name="benchmark", role="scheduler")
-    return org.id, hot_users, spread_users, key
+    return org.id, budget_org.id, hot_users, spread_users, key
 
 
 def check_invariants():
@@ -152,7 +169,6 @@ def check_invariants():
 # --- load -----------------------------------------------------------------------------
 
 WRK_SCRIPT = Path(__file__).resolve().parent / "wrk_allocate.lua"
-VARIANT_SQL = Path(__file__).resolve().parent / "variant_updates_first.sql"
 
 
 def _cpu_by_pid() -> dict[int, float]:
@@ -181,7 +197,7 @@ def _cpu_delta(before, after, side) -> float:
 _GUNICORN_PID = None
 
 
-def drive(port, key, mode, users, seconds, clients, threads):
+def drive(port, key, mode, users, seconds, clients, threads, rtype=CONCURRENT):
     """Run one phase with wrk (a C load generator: the client must not be what is
     measured) and return its counters, with the CPU time the application, the
     database and the client spent per request."""
@@ -191,6 +207,7 @@ def drive(port, key, mode, users, seconds, clients, threads):
         env = {
             **os.environ,
             "HQ_MODE": mode,
+            "HQ_RESOURCE": rtype,
             "HQ_KEY": key,
             "HQ_USERS": ",".join(users),
             "HQ_OUT": out.name,
@@ -232,6 +249,7 @@ def drive(port, key, mode, users, seconds, clients, threads):
     result["rate"] = result["requests"] / seconds
     result["allocations_per_s"] = result["allocated"] / seconds
     result["releases_per_s"] = result["released"] / seconds
+    result["consumes_per_s"] = result["consumed"] / seconds
     return result
 
 
@@ -263,7 +281,7 @@ BEGIN
     INSERT INTO bench_root_updates VALUES (pg_current_xact_id(), clock_timestamp());
     RETURN NEW;
 END $$;
-CREATE TRIGGER bench_stamp_root AFTER UPDATE OF used ON quotas
+CREATE TRIGGER bench_stamp_root AFTER UPDATE OF reserved, consumed ON quotas
     FOR EACH ROW WHEN (NEW.id = '%s') EXECUTE FUNCTION bench_stamp_root();
 """
 PROBE_RESULT = """
@@ -277,12 +295,22 @@ DROP TABLE IF EXISTS bench_root_updates;
 """
 
 
-def probe_lock_window(port, key, hot_users, org_id, seconds, clients, threads):
+def probe_lock_window(
+    port,
+    key,
+    hot_users,
+    org_id,
+    seconds,
+    clients,
+    threads,
+    mode="mixed",
+    rtype=CONCURRENT,
+):
     from django.db import connection
 
     with connection.cursor() as cursor:
         cursor.execute(PROBE_INSTALL % org_id)
-    drive(port, key, "mixed", hot_users, seconds, clients, threads)
+    drive(port, key, mode, hot_users, seconds, clients, threads, rtype)
     with connection.cursor() as cursor:
         cursor.execute(PROBE_RESULT)
         windows = sorted(float(row[0]) for row in cursor.fetchall())
@@ -320,7 +348,7 @@ def main():
         from django.db import connection
 
         call_command("migrate", verbosity=0)
-        org_id, hot_users, spread_users, key = build_trees(args.clients)
+        org_id, budget_org_id, hot_users, spread_users, key = build_trees(args.clients)
         connection.close()
 
         port = free_port()
@@ -360,24 +388,35 @@ def main():
             invariants[name] = check_invariants()
             connection.close()
 
+        # The budget scenario: the same hot tree as a monthly gpu_hours budget;
+        # allocate only, then allocate + consume + settle.
+        rows["budget"] = drive(port, key, "allocate", hot_users, t, n, w, BUDGET)
+        rows["budget mixed"] = drive(port, key, "budget", hot_users, t, n, w, BUDGET)
+        invariants["budget"] = check_invariants()
+        connection.close()
+
         # The baseline again, last: the ratios use the mean of both, so a drift of
         # the machine during the run does not favour either side.
         rows["trivial again"] = drive(port, key, "trivial", hot_users, t, n, w)
 
-        window = variant_window = None
+        window = budget_window = None
         if commit_timestamps:
             window = probe_lock_window(
                 port, key, hot_users, org_id, int(args.probe_seconds), n, w
             )
             invariants["probe"] = check_invariants()
-            # The same probe with the root charged before the inserts, to measure
-            # what "inserts first, root last" buys (the scratch database only).
-            with connection.cursor() as cursor:
-                cursor.execute(VARIANT_SQL.read_text())
-            variant_window = probe_lock_window(
-                port, key, hot_users, org_id, int(args.probe_seconds), n, w
+            budget_window = probe_lock_window(
+                port,
+                key,
+                hot_users,
+                budget_org_id,
+                int(args.probe_seconds),
+                n,
+                w,
+                mode="budget",
+                resource=BUDGET,
             )
-            invariants["probe, updates first"] = check_invariants()
+            invariants["budget probe"] = check_invariants()
             connection.close()
     finally:
         if gunicorn:
@@ -402,7 +441,15 @@ def main():
             f"{row['client_cpu_ms']:>8.2f}"
         )
     hot, spread = rows["hot"]["allocations_per_s"], rows["spread"]["allocations_per_s"]
+    budget = rows["budget"]["allocations_per_s"]
     print(f"\nhot ÷ spread (allocations/s) = {hot / spread:.3f}")
+    print(f"budget ÷ hot (allocations/s, same tree) = {budget / hot:.3f}")
+    mixed = rows["budget mixed"]
+    print(
+        f"budget mixed: {mixed['allocations_per_s']:.1f} allocations/s, "
+        f"{mixed['consumes_per_s']:.1f} consumes/s, "
+        f"{mixed['releases_per_s']:.1f} settles/s"
+    )
     for name, result in invariants.items():
         print(
             f"after {name}: P1 {'holds' if result['p1'] else 'BROKEN'}, "
@@ -414,13 +461,13 @@ def main():
             f"p50 {window['p50_ms']:.3f} ms, p99 {window['p99_ms']:.3f} ms, "
             f"max {window['max_ms']:.3f} ms over {window['samples']} transactions"
         )
-    if variant_window:
+    if budget_window:
         print(
-            "  same probe, variant charging the levels before the inserts: "
-            f"p50 {variant_window['p50_ms']:.3f} ms, "
-            f"p99 {variant_window['p99_ms']:.3f} ms, "
-            f"max {variant_window['max_ms']:.3f} ms over "
-            f"{variant_window['samples']} transactions"
+            "  budget organization row (allocate + consume + settle): "
+            f"p50 {budget_window['p50_ms']:.3f} ms, "
+            f"p99 {budget_window['p99_ms']:.3f} ms, "
+            f"max {budget_window['max_ms']:.3f} ms over "
+            f"{budget_window['samples']} transactions"
         )
     if not window:
         print("lock window not measured (track_commit_timestamp is off on that server)")

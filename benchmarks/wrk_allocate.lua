@@ -2,10 +2,13 @@
 -- HQ_MODE=trivial: GET the baseline endpoint.
 -- HQ_MODE=allocate: every request allocates 1 unit for a new job.
 -- HQ_MODE=mixed: each connection alternates allocate and release of what it got.
+-- HQ_MODE=budget: allocate, report consumption, settle with a final value (a budget).
+-- HQ_RESOURCE: the resource type to allocate (default concurrent_gpus).
 -- Users (HQ_USERS, comma-separated) are dealt out to the threads; each thread's
 -- requests go round-robin over its users. Counters are written to HQ_OUT as JSON.
 
 local mode = os.getenv("HQ_MODE")
+local resource = os.getenv("HQ_RESOURCE") or "concurrent_gpus"
 local key = os.getenv("HQ_KEY")
 local out = os.getenv("HQ_OUT")
 local all_users = {}
@@ -30,7 +33,8 @@ function init(args)
   end
   next_user = index
   pending = {}
-  allocated, released, refused, failed = 0, 0, 0, 0
+  settling = {}
+  allocated, released, consumed, refused, failed = 0, 0, 0, 0, 0
 end
 
 local function uuid4()
@@ -55,11 +59,25 @@ function request()
     local id = table.remove(pending)
     return wrk.format("DELETE", "/api/v1/allocations/" .. id, headers)
   end
+  if mode == "budget" and #settling > 0 then
+    local id = table.remove(settling)
+    return wrk.format(
+      "DELETE", "/api/v1/allocations/" .. id .. "?consumed_value=1", headers)
+  end
+  if mode == "budget" and #pending > 0 then
+    local id = table.remove(pending)
+    headers["Content-Type"] = "application/json"
+    local req = wrk.format("POST", "/api/v1/allocations/" .. id .. "/consume",
+                           headers, '{"consumed_value":0.5}')
+    headers["Content-Type"] = nil
+    return req
+  end
   local user = users[(next_user % #users) + 1]
   next_user = next_user + 1
   headers["Content-Type"] = "application/json"
   local body = '{"entity_type":"user","entity_id":"' .. user ..
-      '","resource_type":"gpu_hours","requested_value":1,"job_id":"' .. uuid4() .. '"}'
+      '","resource_type":"' .. resource .. '","requested_value":1,"job_id":"' ..
+      uuid4() .. '"}'
   local req = wrk.format("POST", "/api/v1/allocations", headers, body)
   headers["Content-Type"] = nil
   return req
@@ -71,10 +89,16 @@ function response(status, headers, body)
   end
   if status == 201 then
     allocated = allocated + 1
-    if mode == "mixed" then
+    if mode == "mixed" or mode == "budget" then
       local id = string.match(body, '"id":"([0-9a-f%-]+)"')
       if id then table.insert(pending, id) end
     end
+  elseif status == 200 and mode == "budget" and
+      string.find(body, '"status":"active"', 1, true) then
+    -- A consumption report: settle that allocation next.
+    consumed = consumed + 1
+    local id = string.match(body, '"id":"([0-9a-f%-]+)"')
+    if id then table.insert(settling, id) end
   elseif status == 200 then
     released = released + 1
   elseif status == 429 then
@@ -85,20 +109,21 @@ function response(status, headers, body)
 end
 
 function done(summary, latency, requests)
-  local a, r, x, f = 0, 0, 0, 0
+  local a, r, c, x, f = 0, 0, 0, 0, 0
   for _, thread in ipairs(threads) do
     a = a + (thread:get("allocated") or 0)
     r = r + (thread:get("released") or 0)
+    c = c + (thread:get("consumed") or 0)
     x = x + (thread:get("refused") or 0)
     f = f + (thread:get("failed") or 0)
   end
   local file = io.open(out, "w")
   file:write(string.format(
     '{"requests":%d,"seconds":%f,"errors":%d,"allocated":%d,"released":%d,' ..
-    '"refused":%d,"failed":%d,"p50_ms":%f,"p99_ms":%f}',
+    '"consumed":%d,"refused":%d,"failed":%d,"p50_ms":%f,"p99_ms":%f}',
     summary.requests, summary.duration / 1e6,
     summary.errors.connect + summary.errors.read + summary.errors.write +
       summary.errors.status + summary.errors.timeout,
-    a, r, x, f, latency:percentile(50) / 1000, latency:percentile(99) / 1000))
+    a, r, c, x, f, latency:percentile(50) / 1000, latency:percentile(99) / 1000))
   file:close()
 end
