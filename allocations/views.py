@@ -7,7 +7,14 @@ from allocations.filters import AllocationFilter, HistoryFilter, QuotaAllocation
 from allocations.models import Allocation, UsageHistory
 from allocations.records import AllocationRecord, render_allocation
 from allocations.serializers import (
+    ALLOCATE_TOO_MANY_REQUESTS,
+    ALLOCATION_ID,
+    JOB_CONFLICT_EXAMPLE,
+    JOB_ID,
+    QUOTA_EXCEEDED_EXAMPLE,
+    USER_QUOTA_ID,
     AllocationCheckSerializer,
+    AllocationConflictErrorSerializer,
     AllocationCreateSerializer,
     AllocationGrantSerializer,
     AllocationSerializer,
@@ -19,12 +26,41 @@ from allocations.serializers import (
 )
 from horizon_quota.amounts import normalize_amount
 from horizon_quota.api import LinkHeaderCursorPagination
-from horizon_quota.schema import error_responses
+from horizon_quota.schema import (
+    INVALID_CURSOR,
+    INVALID_LIMIT,
+    RATE_LIMITED,
+    ROW_LOCK_TIMEOUT,
+    body_example,
+    error_example,
+    error_response,
+    error_responses,
+    invalid_input_example,
+)
 from quotas.access.scoping import scope_of
 from quotas.models import ApiKeyRole, Quota
 from quotas.selectors import quota_get
 
 SCHEDULER_ROLES = {ApiKeyRole.ADMIN, ApiKeyRole.SCHEDULER}
+
+# Example answers, worded as allocations.services words them.
+NO_QUOTA = error_example(
+    "No quota for the entity", "not_found", "No gpu_hours quota for user 'alice'."
+)
+ALLOCATION_NOT_FOUND = error_example(
+    "No such allocation", "not_found", f"Allocation {ALLOCATION_ID} not found."
+)
+QUOTA_NOT_FOUND = error_example(
+    "No such quota", "not_found", f"Quota {USER_QUOTA_ID} not found."
+)
+NOT_POSITIVE = invalid_input_example(
+    "Not a positive amount", "requested_value", "Must be greater than 0."
+)
+STATUS_FILTER = invalid_input_example(
+    "Unknown status",
+    "status",
+    "Must be one of: active, released, expired, all.",
+)
 
 
 def _scope(request):
@@ -77,7 +113,9 @@ class AllocationCheckView(generics.GenericAPIView):
         request=AllocationCheckSerializer,
         responses={
             200: CheckResultSerializer,
-            **error_responses(400, 401, 403, 404, 415),
+            **error_responses(
+                invalid=NOT_POSITIVE, write=True, not_found=NO_QUOTA, body=True
+            ),
         },
     )
     def post(self, request):
@@ -101,7 +139,10 @@ class AllocationListCreateView(generics.GenericAPIView):
     @extend_schema(
         tags=["allocations"],
         summary="List allocations, newest first (every status unless filtered)",
-        responses={200: AllocationSerializer(many=True), **error_responses(400, 401)},
+        responses={
+            200: AllocationSerializer(many=True),
+            **error_responses(invalid=[STATUS_FILTER, INVALID_CURSOR, INVALID_LIMIT]),
+        },
     )
     def get(self, request):
         page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
@@ -118,7 +159,43 @@ class AllocationListCreateView(generics.GenericAPIView):
         responses={
             201: AllocationGrantSerializer,
             200: AllocationGrantSerializer,
-            **error_responses(400, 401, 403, 404, 409, 415, 429),
+            **error_responses(
+                invalid=[
+                    NOT_POSITIVE,
+                    invalid_input_example(
+                        "job_id is not a UUID", "job_id", "Must be a valid UUID."
+                    ),
+                ],
+                write=True,
+                not_found=NO_QUOTA,
+                body=True,
+                conflict=error_response(
+                    "conflict: the job already holds an active allocation of this "
+                    "resource type with other values (`allocation_id` names it when "
+                    "the key may see it), or a row lock timed out (`retry_after`).",
+                    body_example(
+                        "The job holds another allocation", JOB_CONFLICT_EXAMPLE
+                    ),
+                    error_example(
+                        "The job holds an allocation outside the key's scope",
+                        "conflict",
+                        f"Job {JOB_ID} already holds an active gpu_hours allocation.",
+                    ),
+                    ROW_LOCK_TIMEOUT,
+                    schema=AllocationConflictErrorSerializer,
+                ),
+                too_many=error_response(
+                    "resource_exhausted: a level of the path has no room (the answer "
+                    "names it and reports every level); or rate_limited: the API "
+                    "key's writes exceed API_WRITE_RATE (retry after `retry_after` "
+                    "seconds).",
+                    body_example(
+                        "Quota exceeded at the team level", QUOTA_EXCEEDED_EXAMPLE
+                    ),
+                    RATE_LIMITED,
+                    schema=ALLOCATE_TOO_MANY_REQUESTS,
+                ),
+            ),
         },
     )
     def post(self, request):
@@ -137,7 +214,10 @@ class AllocationDetailView(generics.GenericAPIView):
     @extend_schema(
         tags=["allocations"],
         summary="Get an allocation",
-        responses={200: AllocationSerializer, **error_responses(401, 404)},
+        responses={
+            200: AllocationSerializer,
+            **error_responses(not_found=ALLOCATION_NOT_FOUND),
+        },
     )
     def get(self, request, allocation_id):
         allocation = selectors.allocation_get(
@@ -165,14 +245,21 @@ class AllocationDetailView(generics.GenericAPIView):
         responses={
             200: AllocationSerializer,
             **error_responses(
-                401,
-                403,
-                404,
-                409,
-                kind_409="already_released",
-                message_409="Allocation 9b2f5d0e-6f4a-4a8e-9c41-2d8e7f1a3b5c is "
-                "already "
-                "released.",
+                write=True,
+                not_found=ALLOCATION_NOT_FOUND,
+                locks=True,
+                conflicts=[
+                    error_example(
+                        "Already released",
+                        "already_released",
+                        f"Allocation {ALLOCATION_ID} is already released.",
+                    ),
+                    error_example(
+                        "Already expired",
+                        "already_released",
+                        f"Allocation {ALLOCATION_ID} is already expired.",
+                    ),
+                ],
             ),
         },
     )
@@ -202,15 +289,29 @@ class AllocationRenewView(generics.GenericAPIView):
         responses={
             200: AllocationSerializer,
             **error_responses(
-                400,
-                401,
-                403,
-                404,
-                409,
-                415,
-                kind_409="already_released",
-                message_409="Allocation is released; only an active one can be "
-                "renewed.",
+                invalid=invalid_input_example(
+                    "ttl_seconds out of range",
+                    "ttl_seconds",
+                    "Ensure this value is greater than or equal to 1.",
+                ),
+                write=True,
+                not_found=ALLOCATION_NOT_FOUND,
+                body=True,
+                locks=True,
+                conflicts=[
+                    error_example(
+                        "Released",
+                        "already_released",
+                        f"Allocation {ALLOCATION_ID} is released; only an active one "
+                        "can be renewed.",
+                    ),
+                    error_example(
+                        "The lease has run out",
+                        "conflict",
+                        f"Allocation {ALLOCATION_ID}'s lease has run out; allocate "
+                        "again.",
+                    ),
+                ],
             ),
         },
     )
@@ -289,7 +390,10 @@ class QuotaAllocationsView(generics.GenericAPIView):
         ],
         responses={
             200: AllocationSerializer(many=True),
-            **error_responses(400, 401, 404),
+            **error_responses(
+                invalid=[STATUS_FILTER, INVALID_CURSOR, INVALID_LIMIT],
+                not_found=QUOTA_NOT_FOUND,
+            ),
         },
     )
     def get(self, request, quota_id):
@@ -314,7 +418,21 @@ class QuotaHistoryView(generics.GenericAPIView):
     @extend_schema(
         tags=["quotas"],
         summary="A quota's usage history, newest first (kept after deletion)",
-        responses={200: HistorySerializer(many=True), **error_responses(400, 401, 404)},
+        responses={
+            200: HistorySerializer(many=True),
+            **error_responses(
+                invalid=[
+                    invalid_input_example(
+                        "Unknown operation",
+                        "operation",
+                        "Must be one of: allocate, release, expire.",
+                    ),
+                    INVALID_CURSOR,
+                    INVALID_LIMIT,
+                ],
+                not_found=QUOTA_NOT_FOUND,
+            ),
+        },
     )
     def get(self, request, quota_id):
         queryset = self.get_queryset()

@@ -48,11 +48,41 @@ _KIND_BY_EXCEPTION = [
 ]
 
 
-def error_body(kind: str, message: str, fields: dict | None = None) -> dict:
+# The texts of the answers built here; ``horizon_quota.schema`` documents them.
+LOCK_CONFLICT_MESSAGE = "The quota is busy (a row lock timed out); retry shortly."
+UNAVAILABLE_MESSAGE = "The database is unavailable; retry shortly."
+# Seconds a client waits after a lock timeout or an unavailable database.
+RETRY_AFTER_SECONDS = 1
+
+
+def payload_too_large_message() -> str:
+    return f"The request body exceeds {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes."
+
+
+def error_body(
+    kind: str,
+    message: str,
+    fields: dict | None = None,
+    *,
+    retry_after: int | None = None,
+) -> dict:
+    """The JSON error of DESIGN §5. ``retry_after`` repeats the ``Retry-After``
+    header (seconds) in the body, for clients that only see the body."""
     body = {"error": kind, "message": message}
     if fields:
         body["fields"] = fields
+    if retry_after is not None:
+        body["retry_after"] = retry_after
     return body
+
+
+def _retry_later(kind: str, message: str, status_code: int, seconds: int) -> Response:
+    """An answer to retry: ``Retry-After`` in the header and the body alike."""
+    return Response(
+        error_body(kind, message, retry_after=seconds),
+        status=status_code,
+        headers={"Retry-After": str(seconds)},
+    )
 
 
 def _flatten(detail) -> list[str]:
@@ -81,11 +111,7 @@ def exception_handler(exc, context):
     if isinstance(exc, RequestDataTooBig):
         # Django refuses to read a body above DATA_UPLOAD_MAX_MEMORY_SIZE.
         return Response(
-            error_body(
-                "payload_too_large",
-                "The request body exceeds "
-                f"{settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes.",
-            ),
+            error_body("payload_too_large", payload_too_large_message()),
             status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
         )
     if isinstance(exc, SuspiciousOperation):
@@ -99,21 +125,22 @@ def exception_handler(exc, context):
             exc.message_dict if hasattr(exc, "error_dict") else exc.messages
         )
     if getattr(exc.__cause__, "sqlstate", None) == "55P03":  # lock_timeout
-        return Response(
-            error_body(
-                "conflict", "The quota is busy (a row lock timed out); retry shortly."
-            ),
-            status=status.HTTP_409_CONFLICT,
-            headers={"Retry-After": "1"},
+        # Also a spent lock budget (allocations/sql/hq_lock_budget.sql).
+        return _retry_later(
+            "conflict",
+            LOCK_CONFLICT_MESSAGE,
+            status.HTTP_409_CONFLICT,
+            RETRY_AFTER_SECONDS,
         )
     if isinstance(exc, OperationalError | InterfaceError):
         # The database is down or the connection broke: a retryable 503, not a bug.
         logger.warning("database unavailable: %s", exc.__class__.__name__)
         DATABASE_ERRORS.labels(exc.__class__.__name__).inc()
-        return Response(
-            error_body("unavailable", "The database is unavailable; retry shortly."),
-            status=status.HTTP_503_SERVICE_UNAVAILABLE,
-            headers={"Retry-After": "1"},
+        return _retry_later(
+            "unavailable",
+            UNAVAILABLE_MESSAGE,
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            RETRY_AFTER_SECONDS,
         )
     if not isinstance(exc, exceptions.APIException):
         # Unhandled: log it with its traceback, answer without one.
@@ -129,8 +156,10 @@ def exception_handler(exc, context):
     headers = {}
     if getattr(exc, "auth_header", None):
         headers["WWW-Authenticate"] = exc.auth_header
-    if getattr(exc, "wait", None):
-        headers["Retry-After"] = str(int(exc.wait))
+    retry_after = None
+    if getattr(exc, "wait", None):  # Throttled: the write rate limit of the key
+        retry_after = int(exc.wait)
+        headers["Retry-After"] = str(retry_after)
     if isinstance(exc, exceptions.ValidationError):
         fields = _validation_fields(exc.detail)
         message = "; ".join(
@@ -149,7 +178,11 @@ def exception_handler(exc, context):
     message = " ".join(_flatten(exc.detail))
     if isinstance(exc, exceptions.AuthenticationFailed | exceptions.NotAuthenticated):
         exc.status_code = status.HTTP_401_UNAUTHORIZED
-    return Response(error_body(kind, message), status=exc.status_code, headers=headers)
+    return Response(
+        error_body(kind, message, retry_after=retry_after),
+        status=exc.status_code,
+        headers=headers,
+    )
 
 
 # --- Django-level handlers (outside DRF views: unknown paths, crashes) ----------------
@@ -405,7 +438,14 @@ class LinkHeaderCursorPagination(BasePagination):
         return Response(data, headers=headers)
 
     def get_paginated_response_schema(self, schema):
-        return schema
+        if not isinstance(schema, dict):
+            # drf-spectacular asks with a placeholder to place a list example.
+            return schema
+        return {
+            **schema,
+            "description": "One page, as a plain JSON array; the next page's URL is "
+            'in the `Link` header (`rel="next"`), absent on the last page.',
+        }
 
     def get_schema_operation_parameters(self, view):
         return [

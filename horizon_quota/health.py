@@ -1,7 +1,7 @@
 """``GET /health``: liveness and a database round trip, without authentication."""
 
 from django.db import DatabaseError, connection
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import extend_schema
 from rest_framework import permissions, serializers, status
 from rest_framework.decorators import (
     api_view,
@@ -10,18 +10,47 @@ from rest_framework.decorators import (
 )
 from rest_framework.response import Response
 
-from horizon_quota.schema import error_responses
+from horizon_quota.schema import ErrorBodySerializer, error_example, error_response
+
+UNREACHABLE = {
+    "error": "unavailable",
+    "message": "The database is unreachable.",
+    "status": "unavailable",
+    "database": "unreachable",
+}
+
+
+class HealthSerializer(serializers.Serializer):
+    """The service is up and its database answers."""
+
+    status = serializers.CharField(help_text="`ok`.")
+    database = serializers.CharField(help_text="`ok`.")
+
+
+class HealthUnavailableSerializer(ErrorBodySerializer):
+    """503: the service is up but its database does not answer. An error body
+    (`error` is `unavailable`) with the health members."""
+
+    status = serializers.CharField(help_text="`unavailable`.")
+    database = serializers.CharField(help_text="`unreachable`.")
 
 
 @extend_schema(
     tags=["health"],
     auth=[],
     responses={
-        200: inline_serializer(
-            "Health",
-            {"status": serializers.CharField(), "database": serializers.CharField()},
+        200: HealthSerializer,
+        503: error_response(
+            "unavailable: the database is unreachable.",
+            error_example(
+                "Database unreachable",
+                UNREACHABLE["error"],
+                UNREACHABLE["message"],
+                status=UNREACHABLE["status"],
+                database=UNREACHABLE["database"],
+            ),
+            schema=HealthUnavailableSerializer,
         ),
-        **error_responses(503),
     },
 )
 @api_view(["GET"])
@@ -35,11 +64,5 @@ def health(request):
     except DatabaseError:
         # Drop the broken connection so the next request reconnects.
         connection.close_if_unusable_or_obsolete()
-        body = {
-            "status": "unavailable",
-            "database": "unreachable",
-            "error": "unavailable",
-            "message": "The database is unreachable.",
-        }
-        return Response(body, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        return Response(dict(UNREACHABLE), status=status.HTTP_503_SERVICE_UNAVAILABLE)
     return Response({"status": "ok", "database": "ok"})

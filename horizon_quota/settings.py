@@ -180,8 +180,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": (
         "Hierarchical quotas (organization → team → user) per resource type, with "
         "check, allocate and release for schedulers. Every `/api/v1` call needs "
-        "`Authorization: Api-Key <key>`. Errors are always "
-        '`{"error": "<kind>", "message": "<text>"}`.'
+        "`Authorization: Api-Key <key>` (or `Authorization: Bearer <key>`). Errors "
+        'are always `{"error": "<kind>", "message": "<text>"}`, plus the members '
+        "each answer's schema declares (`fields`, `retry_after`, the levels of a "
+        "refusal, …)."
     ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,

@@ -22,10 +22,10 @@ def _ratio_field(**kwargs):
         OpenApiExample(
             "A team quota",
             value={
-                "id": "5f0c6f7e-3f7a-4b43-9b7e-0c1d2e3f4a5b",
+                "id": "0d2b7c8a-1e9f-4c6b-8a7d-6e5f4c3b2a19",
                 "entity_type": "team",
                 "entity_id": "acme-research",
-                "parent_id": "0d2b7c8a-1e9f-4c6b-8a7d-6e5f4c3b2a19",
+                "parent_id": "7c3e5a1b-2d4f-4a6c-9e8b-1f2a3b4c5d6e",
                 "resource_type": "gpu_hours",
                 "limit_value": 4000,
                 "soft_limit": 3500,
@@ -50,6 +50,11 @@ def _ratio_field(**kwargs):
     ]
 )
 class QuotaSerializer(serializers.ModelSerializer):
+    """A quota: one entity's limits on one resource type, with its use. `used`
+    counts every active allocation in the quota's whole subtree;
+    `effective_limit = limit_value × overcommit_ratio` and
+    `available = max(0, effective_limit − used)`."""
+
     resource_type = serializers.CharField(source="resource_type_id")
     parent_id = serializers.UUIDField(allow_null=True)
     limit_value = AmountField()
@@ -112,7 +117,7 @@ class QuotaSerializer(serializers.ModelSerializer):
             value={
                 "entity_type": "team",
                 "entity_id": "acme-research",
-                "parent_id": "0d2b7c8a-1e9f-4c6b-8a7d-6e5f4c3b2a19",
+                "parent_id": "7c3e5a1b-2d4f-4a6c-9e8b-1f2a3b4c5d6e",
                 "resource_type": "gpu_hours",
                 "limit_value": 4000,
                 "soft_limit": 3500,
@@ -123,6 +128,10 @@ class QuotaSerializer(serializers.ModelSerializer):
     ]
 )
 class QuotaCreateSerializer(serializers.Serializer):
+    """A new quota for an entity on a resource type. A team's parent is an
+    organization's quota, a user's parent a team's; a quota without a parent may be
+    of any type. The hierarchy rules are checked before anything is written."""
+
     entity_type = LowerChoiceField(choices=EntityType.values)
     entity_id = serializers.CharField(
         min_length=1, max_length=255, trim_whitespace=False
@@ -169,9 +178,9 @@ class QuotaCreateSerializer(serializers.Serializer):
     ]
 )
 class QuotaUpdateSerializer(serializers.Serializer):
-    """Every field is optional: absent means unchanged, ``null`` clears the soft or
-    burst limit. Identity fields may be repeated with their current value; any other
-    value is refused (they never change)."""
+    """A change to a quota's limits. Every field is optional: absent means unchanged,
+    `null` clears the soft or burst limit. Identity fields may be repeated with their
+    current value; any other value is refused (they never change)."""
 
     # null for limit_value or overcommit_ratio means "unchanged" (the Rust service's
     # clients send absent options as null); null clears soft_limit and burst_limit.
@@ -219,7 +228,10 @@ class QuotaUpdateSerializer(serializers.Serializer):
 
 
 class UsageSerializer(serializers.Serializer):
-    """Usage statistics of a quota's whole subtree; a budget adds its period."""
+    """A quota's usage statistics (its whole subtree). `utilization_percent` is
+    usage / effective_limit × 100, uncapped; 0 when the effective limit is 0. A
+    budget (time-based resource) adds its period, what it holds in reserve and has
+    consumed, and when it is projected to run out."""
 
     quota_id = serializers.UUIDField(source="id")
     entity_type = serializers.CharField()
@@ -278,7 +290,7 @@ class ClosedPeriodSerializer(serializers.ModelSerializer):
             "A limit raised with an admin key",
             value={
                 "id": 1042,
-                "quota_id": "5f0c6f7e-3f7a-4b43-9b7e-0c1d2e3f4a5b",
+                "quota_id": "0d2b7c8a-1e9f-4c6b-8a7d-6e5f4c3b2a19",
                 "entity_type": "team",
                 "entity_id": "acme-research",
                 "resource_type": "gpu_hours",

@@ -5,7 +5,13 @@ from rest_framework import generics, serializers, status
 from rest_framework.response import Response
 
 from horizon_quota.api import LinkHeaderCursorPagination
-from horizon_quota.schema import error_responses
+from horizon_quota.schema import (
+    INVALID_CURSOR,
+    INVALID_LIMIT,
+    error_example,
+    error_responses,
+    invalid_input_example,
+)
 from quotas import selectors, services
 from quotas.access.scoping import scope_of
 from quotas.budgets import usage_stats
@@ -36,6 +42,25 @@ CHANGE_REASON_PARAMETER = OpenApiParameter(
     description="Why the change is made; kept in the quota's audit trail "
     f"(`GET /api/v1/quotas/{{id}}/audit`). Trimmed; at most {REASON_MAX_LENGTH} "
     "characters, UTF-8, no control characters (400 otherwise).",
+)
+
+
+# Example answers of these operations, worded as quotas.services words them.
+QUOTA_ID = "0d2b7c8a-1e9f-4c6b-8a7d-6e5f4c3b2a19"
+PARENT_ID = "7c3e5a1b-2d4f-4a6c-9e8b-1f2a3b4c5d6e"
+QUOTA_NOT_FOUND = error_example(
+    "No such quota", "not_found", f"Quota {QUOTA_ID} not found."
+)
+INVALID_REASON = invalid_input_example(
+    "Invalid X-Change-Reason",
+    CHANGE_REASON_HEADER,
+    "Must not contain control characters.",
+)
+SCOPED_OWN_ENTITY = error_example(
+    "A scoped key changing its own entity's quota",
+    "forbidden",
+    "A scoped API key cannot change or delete the quotas of the entity it is scoped "
+    "to.",
 )
 
 
@@ -78,7 +103,20 @@ class QuotaListCreateView(generics.GenericAPIView):
     @extend_schema(
         tags=["quotas"],
         summary="List quotas, newest first",
-        responses={200: QuotaSerializer(many=True), **error_responses(400, 401)},
+        responses={
+            200: QuotaSerializer(many=True),
+            **error_responses(
+                invalid=[
+                    invalid_input_example(
+                        "Unknown entity_type",
+                        "entity_type",
+                        "Must be one of: organization, team, user.",
+                    ),
+                    INVALID_CURSOR,
+                    INVALID_LIMIT,
+                ]
+            ),
+        },
     )
     def get(self, request):
         queryset = self.filter_queryset(self.get_queryset())
@@ -93,14 +131,36 @@ class QuotaListCreateView(generics.GenericAPIView):
         responses={
             201: QuotaSerializer,
             **error_responses(
-                400,
-                401,
-                403,
-                409,
-                415,
-                kind_409="already_exists",
-                message_409="A gpu_hours quota for team 'acme-research' already "
-                "exists.",
+                invalid=[
+                    invalid_input_example(
+                        "Too many decimal places",
+                        "limit_value",
+                        "At most 4 decimal places are allowed.",
+                    ),
+                    INVALID_REASON,
+                ],
+                write=True,
+                forbidden=[
+                    error_example(
+                        "A scoped key creating a root quota",
+                        "forbidden",
+                        "A scoped API key cannot create a root quota.",
+                    )
+                ],
+                not_found=error_example(
+                    "A parent outside the key's scope",
+                    "not_found",
+                    f"Parent quota {PARENT_ID} not found.",
+                ),
+                body=True,
+                locks=True,
+                conflicts=[
+                    error_example(
+                        "Already exists",
+                        "already_exists",
+                        "A gpu_hours quota for team 'acme-research' already exists.",
+                    )
+                ],
             ),
         },
     )
@@ -128,7 +188,10 @@ class QuotaDetailView(generics.GenericAPIView):
     @extend_schema(
         tags=["quotas"],
         summary="Get a quota",
-        responses={200: QuotaSerializer, **error_responses(401, 404)},
+        responses={
+            200: QuotaSerializer,
+            **error_responses(not_found=QUOTA_NOT_FOUND),
+        },
     )
     def get(self, request, quota_id):
         return Response(QuotaSerializer(self.get_object()).data)
@@ -160,14 +223,38 @@ class QuotaDetailView(generics.GenericAPIView):
         "responses": {
             200: QuotaSerializer,
             **error_responses(
-                400,
-                401,
-                403,
-                404,
-                409,
-                415,
-                message_409="The new effective limit (10) is below current usage (12); "
-                "resend with force=true to lower it anyway.",
+                invalid=[
+                    invalid_input_example(
+                        "Changing the parent",
+                        "parent_id",
+                        "parent_id cannot change after creation.",
+                    ),
+                    invalid_input_example(
+                        "Invalid force", "force", "Must be true or false."
+                    ),
+                    INVALID_REASON,
+                ],
+                write=True,
+                forbidden=[SCOPED_OWN_ENTITY],
+                not_found=QUOTA_NOT_FOUND,
+                body=True,
+                locks=True,
+                conflicts=[
+                    error_example(
+                        "Below current usage",
+                        "conflict",
+                        "The new effective limit (10) is below current usage (12); "
+                        "resend with force=true to lower it anyway (running jobs "
+                        "keep their quota, new allocations are refused until usage "
+                        "drops).",
+                    ),
+                    error_example(
+                        "Version mismatch",
+                        "conflict",
+                        f"Quota {QUOTA_ID} is at version 4, not 3; re-read it and "
+                        "retry.",
+                    ),
+                ],
             ),
         },
     }
@@ -190,12 +277,23 @@ class QuotaDetailView(generics.GenericAPIView):
         responses={
             204: None,
             **error_responses(
-                400,
-                401,
-                403,
-                404,
-                409,
-                message_409="Quota has child quotas; delete them first.",
+                invalid=INVALID_REASON,
+                write=True,
+                forbidden=[SCOPED_OWN_ENTITY],
+                not_found=QUOTA_NOT_FOUND,
+                locks=True,
+                conflicts=[
+                    error_example(
+                        "Has children",
+                        "conflict",
+                        f"Quota {QUOTA_ID} has child quotas; delete them first.",
+                    ),
+                    error_example(
+                        "Has active allocations",
+                        "conflict",
+                        f"Quota {QUOTA_ID} has active allocations in its subtree.",
+                    ),
+                ],
             ),
         },
     )
@@ -216,7 +314,10 @@ class QuotaUsageView(generics.GenericAPIView):
     @extend_schema(
         tags=["quotas"],
         summary="Usage statistics of a quota (its whole subtree)",
-        responses={200: UsageSerializer, **error_responses(401, 404)},
+        responses={
+            200: UsageSerializer,
+            **error_responses(not_found=QUOTA_NOT_FOUND),
+        },
     )
     def get(self, request, quota_id):
         quota = selectors.quota_get(quota_id=quota_id, scope=_scope(request))
@@ -247,7 +348,9 @@ class QuotaAuditView(generics.GenericAPIView):
         "refused change leave no entry.",
         responses={
             200: QuotaChangeSerializer(many=True),
-            **error_responses(400, 401, 404),
+            **error_responses(
+                invalid=[INVALID_CURSOR, INVALID_LIMIT], not_found=QUOTA_NOT_FOUND
+            ),
         },
     )
     def get(self, request, quota_id):

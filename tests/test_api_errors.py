@@ -359,7 +359,8 @@ def test_a_write_without_a_key_answers_401_and_changes_nothing(api_client, db):
 @pytest.mark.parametrize(
     "header",
     [
-        "Bearer abc",
+        "Bearer",
+        "Bearer   ",
         "Api-Key",
         "Api-Key ",
         "Api-Key    ",

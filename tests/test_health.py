@@ -35,6 +35,8 @@ def test_health_answers_503_when_the_database_is_unreachable(api_client):
     body = response.json()
     assert body["error"] == "unavailable"
     assert body["database"] == "unreachable"
+    # /health sends no Retry-After, so its body has no retry_after either.
+    assert "retry_after" not in body
 
 
 @pytest.mark.django_db(transaction=True)
@@ -47,6 +49,8 @@ def test_an_api_call_answers_503_unavailable_when_the_database_is_down(
     assert response.status_code == 503
     assert response.json()["error"] == "unavailable"
     assert response["Retry-After"] == "1"
+    # The body repeats the header, for clients that only see the body.
+    assert response.json()["retry_after"] == 1
 
 
 @pytest.mark.django_db(transaction=True)
@@ -117,5 +121,6 @@ def test_a_lock_held_too_long_answers_409_with_retry_after(admin_client_api, set
     assert response.status_code == 409
     assert response.json()["error"] == "conflict"
     assert response["Retry-After"] == "1"
+    assert response.json()["retry_after"] == 1
     org.refresh_from_db()
     assert org.limit_value == 100

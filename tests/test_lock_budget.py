@@ -100,6 +100,7 @@ def test_waits_at_every_level_share_one_budget(settings, path):
     assert response.status_code == 409
     assert response.json()["error"] == "conflict"
     assert response["Retry-After"] == "1"
+    assert response.json()["retry_after"] == 1
     assert BUDGET_MS / 1000 * 0.9 <= elapsed < BUDGET_MS / 1000 + 0.5
     # Nothing of the attempt stays: no allocation, every level as it was.
     assert not Allocation.objects.exists()

@@ -30,6 +30,8 @@ def _assert_rate_limited(response):
     assert body["message"]
     retry_after = int(response["Retry-After"])
     assert 1 <= retry_after <= 60
+    # The body repeats the header as an integer, for clients that read only it.
+    assert body["retry_after"] == retry_after
 
 
 def test_the_throttle_is_on_by_default_in_settings(settings):
