@@ -44,6 +44,22 @@ from quotas.selectors import quota_get
 SCHEDULER_ROLES = {ApiKeyRole.ADMIN, ApiKeyRole.SCHEDULER}
 
 # Example answers, worded as allocations.services words them.
+ALREADY_RELEASED = error_example(
+    "Already released",
+    "already_released",
+    f"Allocation {ALLOCATION_ID} is already released.",
+)
+BELOW_REPORTED = invalid_input_example(
+    "Below the last report",
+    "consumed_value",
+    "consumed_value is cumulative: it cannot be below the 12.5 already reported.",
+)
+HELD_NOT_CONSUMED = invalid_input_example(
+    "A concurrent resource",
+    "consumed_value",
+    "concurrent_gpus is a concurrent resource: it is held, not consumed, so "
+    "consumed_value does not apply.",
+)
 NO_QUOTA = error_example(
     "No quota for the entity", "not_found", "No gpu_hours quota for user 'alice'."
 )
@@ -245,15 +261,12 @@ class AllocationDetailView(generics.GenericAPIView):
         responses={
             200: AllocationSerializer,
             **error_responses(
+                invalid=[BELOW_REPORTED, HELD_NOT_CONSUMED],
                 write=True,
                 not_found=ALLOCATION_NOT_FOUND,
                 locks=True,
                 conflicts=[
-                    error_example(
-                        "Already released",
-                        "already_released",
-                        f"Allocation {ALLOCATION_ID} is already released.",
-                    ),
+                    ALREADY_RELEASED,
                     error_example(
                         "Already expired",
                         "already_released",
@@ -342,15 +355,12 @@ class AllocationConsumeView(generics.GenericAPIView):
         responses={
             200: AllocationSerializer,
             **error_responses(
-                400,
-                401,
-                403,
-                404,
-                409,
-                415,
-                kind_409="already_released",
-                message_409="Allocation 9b2f5d0e-6f4a-4a8e-9c41-2d8e7f1a3b5c is "
-                "already released.",
+                invalid=[BELOW_REPORTED, HELD_NOT_CONSUMED],
+                write=True,
+                not_found=ALLOCATION_NOT_FOUND,
+                body=True,
+                locks=True,
+                conflicts=[ALREADY_RELEASED],
             ),
         },
     )

@@ -65,6 +65,25 @@ class QuotaAdminForm(forms.ModelForm):
         model = Quota
         fields = QUOTA_FORM_FIELDS
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # A budget's settings are optional: no period, nothing carried over.
+        for name, help_text in (
+            (
+                "period",
+                "Time-based resources only: how often the budget starts "
+                "afresh (calendar periods in BUDGET_TIMEZONE).",
+            ),
+            (
+                "carryover_limit",
+                "Time-based resources only: unused budget that "
+                "moves into the next period, at most the limit.",
+            ),
+        ):
+            if name in self.fields:
+                self.fields[name].required = False
+                self.fields[name].help_text = help_text
+
     def _post_clean(self):
         # Skip the model's own validation: the service checks everything, with the
         # rows it depends on locked, and reports errors we map onto the form.
@@ -102,6 +121,11 @@ class QuotaAdminForm(forms.ModelForm):
                     field: cleaned.get(field)
                     for field in services.UPDATABLE_FIELDS
                     if field in self.changed_data
+                    # Left empty, a budget setting stays as it is.
+                    and not (
+                        field in ("period", "carryover_limit")
+                        and cleaned.get(field) in ("", None)
+                    )
                 }
                 self.instance = services.quota_update(
                     quota_id=self.instance.pk,

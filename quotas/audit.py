@@ -77,13 +77,23 @@ def audit_value(value):
     return str(value)
 
 
+# A budget's settings at their defaults (no period, nothing carried over) are not
+# recorded when a quota is created or deleted: on most quotas they mean nothing.
+BUDGET_DEFAULTS = {"period": "none", "carryover_limit": Decimal(0)}
+
+
 def snapshot(quota: Quota) -> dict[str, Any]:
+    """The fields a create or delete records."""
     return {
         "entity_type": quota.entity_type,
         "entity_id": quota.entity_id,
         "resource_type": quota.resource_type_id,
         "parent_id": quota.parent_id,
-        **{field: getattr(quota, field) for field in UPDATABLE_FIELDS},
+        **{
+            field: getattr(quota, field)
+            for field in UPDATABLE_FIELDS
+            if BUDGET_DEFAULTS.get(field, object()) != getattr(quota, field)
+        },
     }
 
 

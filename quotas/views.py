@@ -386,7 +386,9 @@ class QuotaPeriodsView(generics.GenericAPIView):
         "anything touches the budget after they end, or by `manage.py roll_budgets`.",
         responses={
             200: ClosedPeriodSerializer(many=True),
-            **error_responses(400, 401, 404),
+            **error_responses(
+                invalid=[INVALID_CURSOR, INVALID_LIMIT], not_found=QUOTA_NOT_FOUND
+            ),
         },
     )
     def get(self, request, quota_id):

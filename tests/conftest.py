@@ -38,7 +38,7 @@ def viewer_client(db) -> APIClient:
 
 @pytest.fixture
 def tree(db):
-    """org (limit 100) → team (60) → user (30), on gpu_hours."""
+    """org (limit 100) → team (60) → user (30), on concurrent_gpus."""
     org = QuotaFactory(entity_id="acme", limit_value=Decimal("100"))
     team = TeamQuotaFactory(entity_id="research", parent=org, limit_value=Decimal("60"))
     user = UserQuotaFactory(entity_id="alice", parent=team, limit_value=Decimal("30"))

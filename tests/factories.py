@@ -7,7 +7,7 @@ from quotas.models import EntityType, Quota, ResourceType
 
 
 class QuotaFactory(factory.django.DjangoModelFactory):
-    """A root organization quota on gpu_hours unless told otherwise.
+    """A root organization quota on concurrent_gpus unless told otherwise.
 
     Builds rows directly (not through the services) to set up test state; tests of
     the rules themselves go through the services or the API.
@@ -19,7 +19,7 @@ class QuotaFactory(factory.django.DjangoModelFactory):
     entity_type = EntityType.ORGANIZATION
     entity_id = factory.Sequence(lambda n: f"entity-{n}")
     resource_type = factory.LazyFunction(
-        lambda: ResourceType.objects.get(slug="gpu_hours")
+        lambda: ResourceType.objects.get(slug="concurrent_gpus")
     )
     parent = None
     id = factory.LazyFunction(uuid.uuid4)

@@ -42,6 +42,14 @@ QUOTA_WIRE_FIELDS = {
     "soft_limit",
     "burst_limit",
     "overcommit_ratio",
+    # Budgets (DESIGN §3a): on every quota, at their defaults on a concurrent one.
+    "period",
+    "carryover_limit",
+    "period_start",
+    "period_end",
+    "reserved",
+    "consumed",
+    "carried_over",
     "used",
     "available",
     "version",
@@ -69,6 +77,13 @@ USAGE_FIELDS = {
     "usage",
     "available",
     "utilization_percent",
+    "reserved",
+    "consumed",
+    "carried_over",
+    "period",
+    "period_start",
+    "period_end",
+    "projected_exhaustion",
 }
 
 
@@ -97,11 +112,11 @@ def client_for_role(
 
 
 def org_body(entity_id: str, limit_value, **fields) -> dict:
-    """A request body for a root organization quota on gpu_hours."""
+    """A request body for a root organization quota on concurrent_gpus."""
     return {
         "entity_type": "organization",
         "entity_id": entity_id,
-        "resource_type": "gpu_hours",
+        "resource_type": "concurrent_gpus",
         "limit_value": limit_value,
         **fields,
     }
@@ -190,12 +205,12 @@ def resolve(schema: dict, node: dict) -> dict:
 
 
 def allocation_body(**overrides) -> dict:
-    """An allocate request: 10 gpu_hours for user alice, with a new job id."""
+    """An allocate request: 10 concurrent_gpus for user alice, with a new job id."""
     body = {
         "entity_type": "user",
         "entity_id": "alice",
         "job_id": str(uuid4()),
-        "resource_type": "gpu_hours",
+        "resource_type": "concurrent_gpus",
         "requested_value": 10,
     }
     body.update(overrides)
@@ -234,7 +249,7 @@ def allocate_direct(
     amount: str | Decimal,
     entity_id: str = "alice",
     entity_type: str = EntityType.USER,
-    resource_type: str = "gpu_hours",
+    resource_type: str = "concurrent_gpus",
     **options,
 ) -> AllocationRecord:
     """Allocate through ``allocations.services``, so every level's books are real;
@@ -332,7 +347,7 @@ def assert_p2() -> None:
 
 
 def mixed_tree() -> tuple[Quota, list[Quota], list[Quota]]:
-    """org (100 x 1.5) → two teams (60 x 2) → two users each (30 x 3), gpu_hours:
+    """org (100 x 1.5) → two teams (60 x 2) → two users each (30 x 3), concurrent_gpus:
     overcommit at every level, for mixed traffic. Returns (org, teams, users)."""
     org = QuotaFactory(
         entity_id="org", limit_value=Decimal("100"), overcommit_ratio=Decimal("1.5")

@@ -51,8 +51,8 @@ def _rows(response) -> list[Quota]:
 
 @pytest.fixture
 def forest(db):
-    """Two organizations on gpu_hours and one on storage_gb, created interleaved so
-    that creation order is not tree order."""
+    """Two organizations on concurrent_gpus and one on storage_gb, created interleaved
+    so that creation order is not tree order."""
     storage = ResourceType.objects.get(slug="storage_gb")
     acme = QuotaFactory(entity_id="acme")
     globex = QuotaFactory(entity_id="globex")
@@ -109,7 +109,9 @@ def test_the_changelist_lists_each_quota_right_after_its_parent(staff_client, fo
             key=lambda q: (q.resource_type_id, list(reversed(q.path))),
         )
     ]
-    assert [q.resource_type_id for q in rows] == ["gpu_hours"] * 9 + ["storage_gb"] * 2
+    assert [q.resource_type_id for q in rows] == ["concurrent_gpus"] * 9 + [
+        "storage_gb"
+    ] * 2
     for index, quota in enumerate(rows):
         # Every quota's descendants follow it at once, all together.
         descendants = [i for i, q in enumerate(rows) if quota.id in q.path[1:]]
@@ -520,7 +522,7 @@ def test_the_allocation_filters(staff_client, booked):
     assert [a.id for a in _rows(released)] == [booked["released"]]
     assert _rows(by_resource) == []
     assert [a.id for a in _rows(by_quota)] == [booked["bobs"]]
-    assert "user:bob (gpu_hours)" in by_quota.content.decode()
+    assert "user:bob (concurrent_gpus)" in by_quota.content.decode()
     assert bad_quota.status_code == 302
     assert "e=1" in bad_quota.url
 
@@ -581,7 +583,7 @@ def test_history_lists_each_quotas_rows_newest_first(staff_client, booked):
 
 def test_history_filters(staff_client, booked):
     releases = staff_client.get(HISTORY, {"operation__exact": "release"})
-    by_resource = staff_client.get(HISTORY, {"resource_type": "gpu_hours"})
+    by_resource = staff_client.get(HISTORY, {"resource_type": "concurrent_gpus"})
     by_quota = staff_client.get(HISTORY, {"quota__id__exact": str(booked["bob"].id)})
 
     assert [row.allocation_id for row in _rows(releases)] == [booked["released"]]
@@ -689,7 +691,8 @@ def test_the_history_changelist_uses_the_estimate(staff_client, tree, monkeypatc
 
 # The same budget for a small and a large table: nothing grows with the rows.
 QUOTA_CHANGELIST_BUDGET = 6
-QUOTA_CHANGE_PAGE_BUDGET = 8
+# One more than before budgets: the panel of closed periods.
+QUOTA_CHANGE_PAGE_BUDGET = 9
 ALLOCATION_CHANGELIST_BUDGET = 6
 HISTORY_CHANGELIST_BUDGET = 6
 

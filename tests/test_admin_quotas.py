@@ -17,7 +17,7 @@ def _form(**overrides):
         "10",
         entity_type="team",
         entity_id="research",
-        resource_type="gpu_hours",
+        resource_type="concurrent_gpus",
         parent="",
     )
     form.update(overrides)

@@ -412,7 +412,7 @@ def test_it_refuses_an_unknown_resource_type_listing_the_valid_slugs(
     for slug in [
         "concurrent_gpus",
         "cpu_hours",
-        "gpu_hours",
+        "concurrent_gpus",
         "memory_gb",
         "storage_gb",
     ]:

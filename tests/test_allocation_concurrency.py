@@ -54,7 +54,7 @@ def _fill_the_team(allocate):
                 allocate(
                     entity_type="user",
                     entity_id=users[index].entity_id,
-                    resource_type="gpu_hours",
+                    resource_type="concurrent_gpus",
                     job_id=uuid.uuid4(),
                     requested_value=Decimal("1"),
                 )
@@ -151,7 +151,7 @@ def _same_allocate_many_times(allocate):
         result = allocate(
             entity_type="user",
             entity_id="u",
-            resource_type="gpu_hours",
+            resource_type="concurrent_gpus",
             job_id=job_id,
             requested_value=Decimal("2.5"),
         )
@@ -219,7 +219,7 @@ def _mixed_traffic(allocate, release, seconds, threads=8):
                 result = allocate(
                     entity_type="user",
                     entity_id=rng.choice(users).entity_id,
-                    resource_type="gpu_hours",
+                    resource_type="concurrent_gpus",
                     job_id=uuid.uuid4(),
                     requested_value=amount,
                 )

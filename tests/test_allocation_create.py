@@ -32,7 +32,13 @@ from tests.helpers import (
     used_of,
 )
 
-BUILTIN_SLUGS = ["concurrent_gpus", "cpu_hours", "gpu_hours", "memory_gb", "storage_gb"]
+BUILTIN_SLUGS = [
+    "concurrent_gpus",
+    "cpu_hours",
+    "concurrent_gpus",
+    "memory_gb",
+    "storage_gb",
+]
 ALLOCATION_FIELDS = {
     "id",
     "quota_id",
@@ -48,6 +54,9 @@ ALLOCATION_FIELDS = {
     "is_burst",
     "version",
     "metadata",
+    # Budgets (DESIGN §3a): 0 and null on a concurrent resource.
+    "consumed_value",
+    "rate",
 }
 
 
@@ -82,7 +91,7 @@ def test_it_answers_201_with_every_allocation_field(scheduler_client, tree):
     assert body["entity_type"] == "user"
     assert body["entity_id"] == "alice"
     assert body["job_id"] == job_id
-    assert body["resource_type"] == "gpu_hours"
+    assert body["resource_type"] == "concurrent_gpus"
     assert body["allocated_value"] == Decimal("12.5")
     assert body["status"] == "active"
     assert parse_datetime(body["allocated_at"]) == stored.allocated_at
@@ -181,7 +190,7 @@ def test_it_writes_one_allocate_history_row_with_the_entity_identity(
     assert row.quota_id == user.id
     assert row.entity_type == "user"
     assert row.entity_id == "alice"
-    assert row.resource_type == "gpu_hours"
+    assert row.resource_type == "concurrent_gpus"
     assert row.allocated_value == 4
     assert str(row.job_id) == job_id
     assert row.metadata == {"queue": "a100"}
@@ -759,7 +768,7 @@ def test_it_refuses_a_lone_surrogate_in_metadata(scheduler_client, tree, text):
     response = scheduler_client.post(
         "/api/v1/allocations",
         data=(
-            '{"entity_type":"user","entity_id":"alice","resource_type":"gpu_hours",'
+            '{"entity_type":"user","entity_id":"alice","resource_type":"concurrent_gpus",'
             f'"requested_value":1,"job_id":"{uuid4()}","metadata":{{"k":"{text}"}}}}'
         ),
         content_type="application/json",
@@ -946,10 +955,10 @@ def test_the_entity_type_is_matched_case_insensitively(
 
 
 def test_the_resource_type_is_matched_case_insensitively(scheduler_client, tree):
-    response = allocate(scheduler_client, resource_type="GPU_Hours")
+    response = allocate(scheduler_client, resource_type="Concurrent_GPUs")
 
     assert response.status_code == 201
-    assert response.json()["resource_type"] == "gpu_hours"
+    assert response.json()["resource_type"] == "concurrent_gpus"
 
 
 def test_unknown_request_fields_are_ignored(scheduler_client, tree):

@@ -88,7 +88,7 @@ def test_the_list_renders_every_allocation_field(viewer_client, mixed):
         "entity_type": "user",
         "entity_id": "alice",
         "job_id": str(stored.job_id),
-        "resource_type": "gpu_hours",
+        "resource_type": "concurrent_gpus",
         "allocated_value": 1,
         "status": "released",
         "allocated_at": row["allocated_at"],
@@ -97,6 +97,8 @@ def test_the_list_renders_every_allocation_field(viewer_client, mixed):
         "is_burst": False,
         "version": 2,
         "metadata": {},
+        "consumed_value": 0,
+        "rate": None,
     }
     assert parse_datetime(row["allocated_at"]) == stored.allocated_at
     assert parse_datetime(row["released_at"]) == stored.released_at
@@ -168,7 +170,7 @@ def test_it_filters_by_resource_type(viewer_client, mixed, resource_type):
 def test_filters_combine(viewer_client, mixed):
     response = viewer_client.get(
         ALLOCATIONS,
-        {"entity_id": "alice", "status": "active", "resource_type": "gpu_hours"},
+        {"entity_id": "alice", "status": "active", "resource_type": "concurrent_gpus"},
     )
 
     assert row_ids(response) == [mixed["active"]]
@@ -358,6 +360,7 @@ HISTORY_FIELDS = {
     "resource_type",
     "allocated_value",
     "operation",
+    "consumed_delta",
     "job_id",
     "timestamp",
     "metadata",
@@ -380,9 +383,10 @@ def test_history_rows_have_the_wire_shape(scheduler_client, tree):
         "allocation_id": granted["id"],
         "entity_type": "user",
         "entity_id": "alice",
-        "resource_type": "gpu_hours",
+        "resource_type": "concurrent_gpus",
         "allocated_value": 2.5,
         "operation": "allocate",
+        "consumed_delta": 0,
         "job_id": granted["job_id"],
         "timestamp": row["timestamp"],
         "metadata": {"q": "x"},
@@ -620,7 +624,7 @@ def test_an_allocate_is_one_query_whatever_the_history_or_depth(
         result = services.allocation_create(
             entity_type=leaf.entity_type,
             entity_id=leaf.entity_id,
-            resource_type="gpu_hours",
+            resource_type="concurrent_gpus",
             job_id=uuid4(),
             requested_value=Decimal("1"),
         )
@@ -644,7 +648,7 @@ def test_a_check_and_a_release_are_one_query_each(
         check = services.allocation_check(
             entity_type=leaf.entity_type,
             entity_id=leaf.entity_id,
-            resource_type="gpu_hours",
+            resource_type="concurrent_gpus",
             requested_value=Decimal("1"),
         )
     with django_assert_num_queries(1):

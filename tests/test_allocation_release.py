@@ -88,7 +88,7 @@ def test_it_writes_one_release_history_row_with_the_entity_identity(
     assert row.quota_id == user.id
     assert row.entity_type == "user"
     assert row.entity_id == "alice"
-    assert row.resource_type == "gpu_hours"
+    assert row.resource_type == "concurrent_gpus"
     assert row.allocated_value == 4
     assert str(row.job_id) == granted["job_id"]
     assert row.metadata == {"queue": "a100"}
@@ -338,7 +338,7 @@ def test_history_rows_keep_the_entity_identity_of_every_operation(
             "user",
             "alice",
         )
-        assert (row.resource_type, row.allocated_value) == ("gpu_hours", 2)
+        assert (row.resource_type, row.allocated_value) == ("concurrent_gpus", 2)
         assert str(row.job_id) == released["job_id"]
     for operation in ["allocate", "expire"]:
         row = rows[(operation, expired["id"])]
@@ -347,7 +347,7 @@ def test_history_rows_keep_the_entity_identity_of_every_operation(
             "team",
             "research",
         )
-        assert (row.resource_type, row.allocated_value) == ("gpu_hours", 3)
+        assert (row.resource_type, row.allocated_value) == ("concurrent_gpus", 3)
         assert str(row.job_id) == expired["job_id"]
     assert used_of(user, team, org) == [0, 0, 0]
 
@@ -381,7 +381,7 @@ def test_a_retry_after_the_lease_ran_out_expires_the_old_one_and_allocates_anew(
             "entity_type": "user",
             "entity_id": "alice",
             "job_id": first["job_id"],
-            "resource_type": "gpu_hours",
+            "resource_type": "concurrent_gpus",
             "requested_value": 10,
         },
         format="json",

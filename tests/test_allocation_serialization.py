@@ -19,7 +19,7 @@ def test_the_rendered_record_equals_the_serializer_output(tree, ttl):
     result = services.allocation_create(
         entity_type="user",
         entity_id="alice",
-        resource_type="gpu_hours",
+        resource_type="concurrent_gpus",
         job_id=uuid.uuid4(),
         requested_value=Decimal("2.5000"),
         metadata={"queue": "a100", "n": 3},

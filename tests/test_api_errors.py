@@ -83,7 +83,7 @@ def test_json_nested_too_deeply_is_refused_as_invalid_input(admin_client_api):
 def test_nan_and_infinity_literals_are_refused(admin_client_api, literal):
     payload = (
         '{"entity_type": "organization", "entity_id": "acme", '
-        f'"resource_type": "gpu_hours", "limit_value": {literal}}}'
+        f'"resource_type": "concurrent_gpus", "limit_value": {literal}}}'
     )
 
     response = admin_client_api.post(
@@ -329,7 +329,7 @@ def test_json_with_a_charset_is_accepted(admin_client_api):
     response = admin_client_api.post(
         QUOTAS,
         data='{"entity_type": "organization", "entity_id": "acme", '
-        '"resource_type": "gpu_hours", "limit_value": 10}',
+        '"resource_type": "concurrent_gpus", "limit_value": 10}',
         content_type="application/json; charset=utf-8",
     )
 

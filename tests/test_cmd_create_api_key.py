@@ -96,7 +96,7 @@ def test_a_scheduler_key_can_read_but_not_write_quotas(tree):
         data={
             "entity_type": "organization",
             "entity_id": "intruder",
-            "resource_type": "gpu_hours",
+            "resource_type": "concurrent_gpus",
             "limit_value": 1,
         },
         format="json",

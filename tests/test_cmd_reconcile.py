@@ -100,7 +100,7 @@ def test_it_prints_each_drift_as_an_aligned_table_and_exits_1(tree):
         str(org.id),
         "organization",
         "acme",
-        "gpu_hours",
+        "concurrent_gpus",
         "17.25",
         "5",
         "+12.25",
@@ -109,7 +109,7 @@ def test_it_prints_each_drift_as_an_aligned_table_and_exits_1(tree):
         str(team.id),
         "team",
         "research",
-        "gpu_hours",
+        "concurrent_gpus",
         "7",
         "5",
         "+2",
@@ -158,7 +158,7 @@ def test_fix_repairs_every_drifted_level_and_records_each_repair(tree):
     assert (org_repair.stored, org_repair.actual, org_repair.delta) == (8, 5, 3)
     assert (user_repair.stored, user_repair.actual, user_repair.delta) == (1, 5, -4)
     assert (user_repair.entity_type, user_repair.entity_id) == ("user", "alice")
-    assert user_repair.resource_type == "gpu_hours"
+    assert user_repair.resource_type == "concurrent_gpus"
     assert org_repair.run_id == user_repair.run_id
     assert org_repair.repaired_at is not None
     assert out.splitlines()[-1] == (

@@ -78,7 +78,7 @@ def _allocate(client):
         {
             "entity_type": "user",
             "entity_id": "user",
-            "resource_type": "gpu_hours",
+            "resource_type": "concurrent_gpus",
             "job_id": str(uuid.uuid4()),
             "requested_value": 1,
         },

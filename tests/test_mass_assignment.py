@@ -50,7 +50,7 @@ def test_create_quota_ignores_server_owned_fields(admin_client_api, db):
         {
             "entity_type": "organization",
             "entity_id": "forgery-inc",
-            "resource_type": "gpu_hours",
+            "resource_type": "concurrent_gpus",
             "limit_value": 100,
             **FORGED,
         },
@@ -167,7 +167,7 @@ def test_allocate_computes_is_burst_even_when_the_body_says_false(admin_client_a
             "entity_type": "organization",
             "entity_id": "bursty",
             "job_id": str(uuid4()),
-            "resource_type": "gpu_hours",
+            "resource_type": "concurrent_gpus",
             "requested_value": 15,
             "allow_burst": True,
             **{**FORGED, "is_burst": False},

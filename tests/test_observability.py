@@ -60,7 +60,7 @@ def test_metrics_are_served_to_localhost_in_prometheus_format(
         {
             "entity_type": "user",
             "entity_id": "alice",
-            "resource_type": "gpu_hours",
+            "resource_type": "concurrent_gpus",
             "job_id": str(uuid.uuid4()),
             "requested_value": 1,
         },
@@ -80,7 +80,7 @@ def test_metrics_are_served_to_localhost_in_prometheus_format(
     assert 'hq_allocation_outcomes_total{outcome="granted"}' in text
     assert (
         'hq_quota_used{entity_id="research",entity_type="team",'
-        'resource_type="gpu_hours"} 1.0' in text
+        'resource_type="concurrent_gpus"} 1.0' in text
     )
     assert 'entity_id="alice"' not in text  # users are not exported: bounded labels
 
@@ -114,7 +114,9 @@ def test_outcomes_are_counted_by_kind(tree):
 
     before = {k: value(k) for k in ("granted", "denied", "replayed", "released")}
     job = uuid.uuid4()
-    kwargs = dict(entity_type="user", entity_id="alice", resource_type="gpu_hours")
+    kwargs = dict(
+        entity_type="user", entity_id="alice", resource_type="concurrent_gpus"
+    )
     granted = services.allocation_create(
         job_id=job, requested_value=Decimal(1), **kwargs
     )

@@ -51,7 +51,7 @@ def _team_body(parent, **overrides) -> dict:
     body = {
         "entity_type": "team",
         "entity_id": "research",
-        "resource_type": "gpu_hours",
+        "resource_type": "concurrent_gpus",
         "parent_id": str(parent.id),
         "limit_value": "40",
     }
@@ -86,12 +86,12 @@ def test_creating_a_quota_records_the_key_the_new_values_and_the_reason(ops):
     assert (change.entity_type, change.entity_id, change.resource_type) == (
         "team",
         "research",
-        "gpu_hours",
+        "concurrent_gpus",
     )
     assert change.changes == {
         "entity_type": [None, "team"],
         "entity_id": [None, "research"],
-        "resource_type": [None, "gpu_hours"],
+        "resource_type": [None, "concurrent_gpus"],
         "parent_id": [None, str(org.id)],
         "limit_value": [None, "40"],
         "soft_limit": [None, "30.5"],
@@ -156,7 +156,7 @@ def test_deleting_records_the_last_values_and_the_trail_is_still_served(ops, tre
     assert entry["action"] == "delete"
     assert entry["quota_id"] == str(user.id)
     assert (entry["entity_type"], entry["entity_id"]) == ("user", "alice")
-    assert entry["resource_type"] == "gpu_hours"
+    assert entry["resource_type"] == "concurrent_gpus"
     assert (entry["actor_type"], entry["actor_id"], entry["actor_name"]) == (
         "api_key",
         str(key.id),
@@ -175,7 +175,7 @@ def test_the_trail_of_a_deleted_quota_keeps_its_whole_story(ops, db):
         {
             "entity_type": "organization",
             "entity_id": "acme",
-            "resource_type": "gpu_hours",
+            "resource_type": "concurrent_gpus",
             "limit_value": 10,
         },
         format="json",
@@ -391,7 +391,7 @@ def test_services_called_without_an_actor_record_the_system(db):
     quota = services.quota_create(
         entity_type=EntityType.ORGANIZATION,
         entity_id="acme",
-        resource_type="gpu_hours",
+        resource_type="concurrent_gpus",
         limit_value=Decimal("10"),
     )
     services.quota_update(
@@ -624,7 +624,7 @@ def test_the_admin_form_records_the_staff_user_and_reason_on_create(
             "40",
             entity_type="team",
             entity_id="research",
-            resource_type="gpu_hours",
+            resource_type="concurrent_gpus",
             parent=str(org.id),
             reason="  onboarding the research team  ",
         ),

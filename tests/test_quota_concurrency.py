@@ -47,7 +47,7 @@ def _create_teams_concurrently(org):
         return services.quota_create(
             entity_type=EntityType.TEAM,
             entity_id=f"team-{index}",
-            resource_type="gpu_hours",
+            resource_type="concurrent_gpus",
             parent_id=org.id,
             limit_value=Decimal("10"),
         )

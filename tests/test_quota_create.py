@@ -20,7 +20,7 @@ BUILTIN_RESOURCE_TYPES = [
     "concurrent_gpus",
     "memory_gb",
     "storage_gb",
-    "gpu_hours",
+    "concurrent_gpus",
     "cpu_hours",
 ]
 QUOTA_FIELDS = QUOTA_WIRE_FIELDS | {"effective_limit"}
@@ -59,7 +59,7 @@ def test_it_creates_a_root_organization_quota(admin_client_api, db):
     assert set(body) == QUOTA_FIELDS
     assert body["entity_type"] == "organization"
     assert body["entity_id"] == "globex"
-    assert body["resource_type"] == "gpu_hours"
+    assert body["resource_type"] == "concurrent_gpus"
     assert body["parent_id"] is None
     assert body["limit_value"] == 1000
     assert body["soft_limit"] == 800
@@ -82,7 +82,7 @@ def test_it_renders_amounts_as_exact_json_numbers(admin_client_api, db):
     response = _post_raw(
         admin_client_api,
         '{"entity_type": "organization", "entity_id": "globex", '
-        '"resource_type": "gpu_hours", "limit_value": 100.5, "soft_limit": 0.1, '
+        '"resource_type": "concurrent_gpus", "limit_value": 100.5, "soft_limit": 0.1, '
         '"overcommit_ratio": 1.5}',
     )
 
@@ -149,7 +149,7 @@ def test_it_matches_enum_values_case_insensitively(admin_client_api, tree):
         {
             "entity_type": "TEAM",
             "entity_id": "platform",
-            "resource_type": "GPU_HOURS",
+            "resource_type": "CONCURRENT_GPUS",
             "parent_id": str(org.id),
             "limit_value": 10,
         },
@@ -158,10 +158,10 @@ def test_it_matches_enum_values_case_insensitively(admin_client_api, tree):
     assert response.status_code == 201
     body = response.json()
     assert body["entity_type"] == "team"
-    assert body["resource_type"] == "gpu_hours"
+    assert body["resource_type"] == "concurrent_gpus"
     quota = Quota.objects.get(id=body["id"])
     assert quota.entity_type == "team"
-    assert quota.resource_type_id == "gpu_hours"
+    assert quota.resource_type_id == "concurrent_gpus"
     assert quota.parent_id == org.id
     assert quota.depth == 1
 
@@ -225,7 +225,7 @@ def test_it_creates_a_whole_organization_team_user_path(admin_client_api, db):
         {
             "entity_type": "team",
             "entity_id": "research",
-            "resource_type": "gpu_hours",
+            "resource_type": "concurrent_gpus",
             "parent_id": org["id"],
             "limit_value": 60,
         },
@@ -235,7 +235,7 @@ def test_it_creates_a_whole_organization_team_user_path(admin_client_api, db):
         {
             "entity_type": "user",
             "entity_id": "alice",
-            "resource_type": "gpu_hours",
+            "resource_type": "concurrent_gpus",
             "parent_id": team["id"],
             "limit_value": 30,
         },
@@ -310,7 +310,7 @@ def _child_body(parent: Quota, entity_type: str, **overrides) -> dict:
     body = {
         "entity_type": entity_type,
         "entity_id": "newcomer",
-        "resource_type": "gpu_hours",
+        "resource_type": "concurrent_gpus",
         "parent_id": str(parent.id),
         "limit_value": 1,
     }
@@ -354,7 +354,7 @@ def test_it_refuses_a_child_with_another_resource_type_than_its_parent(
     )
 
     body = assert_invalid(response, "resource_type")
-    assert "gpu_hours" in body["message"]
+    assert "concurrent_gpus" in body["message"]
     assert Quota.objects.count() == before
 
 
@@ -550,7 +550,7 @@ def test_it_refuses_an_unknown_resource_type_and_lists_the_valid_ones(
     assert Quota.objects.count() == before
 
 
-@pytest.mark.parametrize("resource_type", ["", "   ", None, 5, ["gpu_hours"]])
+@pytest.mark.parametrize("resource_type", ["", "   ", None, 5, ["concurrent_gpus"]])
 def test_it_refuses_a_resource_type_that_is_not_a_slug(
     admin_client_api, db, resource_type
 ):
@@ -582,7 +582,7 @@ def test_it_refuses_a_duplicate_spelled_in_upper_case(admin_client_api, db):
 
     response = _post(
         admin_client_api,
-        _org_body(entity_type="ORGANIZATION", resource_type="GPU_HOURS"),
+        _org_body(entity_type="ORGANIZATION", resource_type="CONCURRENT_GPUS"),
     )
 
     assert response.status_code == 409
@@ -804,7 +804,7 @@ def test_it_refuses_malformed_json(admin_client_api, db):
 def test_it_refuses_a_body_that_is_not_json(admin_client_api, db):
     response = admin_client_api.post(
         QUOTAS,
-        data="entity_type=organization&entity_id=globex&resource_type=gpu_hours"
+        data="entity_type=organization&entity_id=globex&resource_type=concurrent_gpus"
         "&limit_value=100",
         content_type="application/x-www-form-urlencoded",
     )
@@ -858,7 +858,7 @@ def test_the_service_refuses_a_user_quota_the_hierarchy_does_not_allow(
         services.quota_create(
             entity_type=EntityType.USER,
             entity_id="bob",
-            resource_type="gpu_hours",
+            resource_type="concurrent_gpus",
             parent_id=parent.id,
             limit_value=Decimal(limit),
         )
@@ -875,7 +875,7 @@ def test_the_service_refuses_a_duplicate(tree):
         services.quota_create(
             entity_type=EntityType.TEAM,
             entity_id="research",
-            resource_type="gpu_hours",
+            resource_type="concurrent_gpus",
             parent_id=org.id,
             limit_value=Decimal("1"),
         )
@@ -889,7 +889,7 @@ def test_the_service_sets_depth_from_the_parent(tree):
     quota = services.quota_create(
         entity_type=EntityType.USER,
         entity_id="bob",
-        resource_type="gpu_hours",
+        resource_type="concurrent_gpus",
         parent_id=team.id,
         limit_value=Decimal("30"),
     )
@@ -905,7 +905,7 @@ def test_a_null_overcommit_ratio_means_the_default(admin_client_api, db):
         {
             "entity_type": "organization",
             "entity_id": "nullratio",
-            "resource_type": "gpu_hours",
+            "resource_type": "concurrent_gpus",
             "limit_value": 10,
             "overcommit_ratio": None,
         },

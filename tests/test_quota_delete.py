@@ -124,7 +124,7 @@ def test_a_deleted_child_returns_its_limit_to_the_parents_headroom(
         {
             "entity_type": "team",
             "entity_id": "platform",
-            "resource_type": "gpu_hours",
+            "resource_type": "concurrent_gpus",
             "parent_id": str(org.id),
             "limit_value": 100,
         },
@@ -143,7 +143,7 @@ def test_a_deleted_quota_may_be_created_again(admin_client_api, tree):
         {
             "entity_type": "user",
             "entity_id": "alice",
-            "resource_type": "gpu_hours",
+            "resource_type": "concurrent_gpus",
             "parent_id": str(team.id),
             "limit_value": 30,
         },

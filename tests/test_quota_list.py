@@ -37,7 +37,7 @@ def _bulk_quotas(count: int, prefix: str = "bulk") -> None:
             path=[quota_id],
             entity_type=EntityType.ORGANIZATION,
             entity_id=f"{prefix}-{index}",
-            resource_type_id="gpu_hours",
+            resource_type_id="concurrent_gpus",
             limit_value=Decimal("1"),
         )
         for index, quota_id in enumerate(ids)
@@ -123,7 +123,7 @@ def test_the_entity_type_filter_ignores_case(viewer_client, tree):
     ("query", "valid"),
     [
         ({"entity_type": "department"}, "organization, team, user"),
-        ({"resource_type": "tpu_hours"}, "gpu_hours"),
+        ({"resource_type": "tpu_hours"}, "concurrent_gpus"),
     ],
     ids=["entity_type", "resource_type"],
 )
@@ -202,7 +202,11 @@ def test_filters_combine(viewer_client, tree):
 
     response = viewer_client.get(
         QUOTAS,
-        {"entity_type": "team", "entity_id": "research", "resource_type": "gpu_hours"},
+        {
+            "entity_type": "team",
+            "entity_id": "research",
+            "resource_type": "concurrent_gpus",
+        },
     )
 
     assert row_ids(response) == [str(team.id)]

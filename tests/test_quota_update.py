@@ -801,8 +801,8 @@ def test_it_refuses_to_give_a_root_quota_a_parent(admin_client_api, tree):
         ("entity_type", "team"),
         ("entity_type", "TEAM"),
         ("entity_id", "research"),
-        ("resource_type", "gpu_hours"),
-        ("resource_type", "GPU_HOURS"),
+        ("resource_type", "concurrent_gpus"),
+        ("resource_type", "CONCURRENT_GPUS"),
     ],
 )
 @pytest.mark.parametrize("method", METHODS)
@@ -818,7 +818,7 @@ def test_it_accepts_an_identity_field_sent_with_its_current_value(
     assert team.limit_value == Decimal("50")
     assert team.entity_type == "team"
     assert team.entity_id == "research"
-    assert team.resource_type_id == "gpu_hours"
+    assert team.resource_type_id == "concurrent_gpus"
 
 
 def test_it_accepts_the_current_parent_id(admin_client_api, tree):

@@ -27,12 +27,19 @@ def test_it_reports_the_usage_of_a_quota(admin_client_api, tree):
         "quota_id": str(team.id),
         "entity_type": "team",
         "entity_id": "research",
-        "resource_type": "gpu_hours",
+        "resource_type": "concurrent_gpus",
         "limit": 60,
         "effective_limit": 60,
         "usage": 45,
         "available": 15,
         "utilization_percent": 75,
+        "reserved": 45,
+        "consumed": 0,
+        "carried_over": 0,
+        "period": "none",
+        "period_start": None,
+        "period_end": None,
+        "projected_exhaustion": None,
     }
 
 

@@ -15,16 +15,20 @@ from quotas.models import Quota
 from quotas.rules import UsageState
 from tests.factories import QuotaFactory
 
-# limit_value, burst_limit, ratio, allow_burst → cap
+# limit_value, burst_limit, ratio, allow_burst, carried_over → cap
 CAPS = [
-    (D("100"), None, D("1"), False, D("100")),
-    (D("100"), None, D("1"), True, D("100")),
-    (D("100"), D("150"), D("1"), False, D("100")),
-    (D("100"), D("150"), D("1"), True, D("150")),
-    (D("100"), D("150"), D("1.5"), True, D("225")),
-    (D("100"), None, D("2.25"), False, D("225")),
-    (D("0"), None, D("1"), False, D("0")),
-    (D("0.0001"), None, D("999.99"), False, D("0.099999")),
+    (D("100"), None, D("1"), False, D("0"), D("100")),
+    (D("100"), None, D("1"), True, D("0"), D("100")),
+    (D("100"), D("150"), D("1"), False, D("0"), D("100")),
+    (D("100"), D("150"), D("1"), True, D("0"), D("150")),
+    (D("100"), D("150"), D("1.5"), True, D("0"), D("225")),
+    (D("100"), None, D("2.25"), False, D("0"), D("225")),
+    (D("0"), None, D("1"), False, D("0"), D("0")),
+    (D("0.0001"), None, D("999.99"), False, D("0"), D("0.099999")),
+    # A budget's carry-over adds to either limit for its period (DESIGN §3a).
+    (D("100"), None, D("1"), False, D("30"), D("130")),
+    (D("100"), D("150"), D("2"), True, D("30"), D("360")),
+    (D("100"), D("150"), D("2"), False, D("30"), D("260")),
 ]
 
 # used, requested, cap → fits
@@ -53,21 +57,93 @@ STATES = [
 ]
 
 
-@pytest.mark.parametrize(("limit", "burst", "ratio", "allow", "expected"), CAPS)
-def test_cap(limit, burst, ratio, allow, expected):
+@pytest.mark.parametrize(
+    ("limit", "burst", "ratio", "allow", "carried", "expected"), CAPS
+)
+def test_cap(limit, burst, ratio, allow, carried, expected):
     cap = rules.cap(
-        limit_value=limit, burst_limit=burst, overcommit_ratio=ratio, allow_burst=allow
+        limit_value=limit,
+        burst_limit=burst,
+        overcommit_ratio=ratio,
+        allow_burst=allow,
+        carried_over=carried,
     )
 
     assert cap == expected
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize(("limit", "burst", "ratio", "allow", "expected"), CAPS)
-def test_the_engine_computes_the_same_cap(limit, burst, ratio, allow, expected):
+@pytest.mark.parametrize(
+    ("limit", "burst", "ratio", "allow", "carried", "expected"), CAPS
+)
+def test_the_engine_computes_the_same_cap(
+    limit, burst, ratio, allow, carried, expected
+):
     with connection.cursor() as cursor:
-        cursor.execute("SELECT hq_cap(%s, %s, %s, %s)", [limit, burst, ratio, allow])
+        cursor.execute(
+            "SELECT hq_cap(%s::numeric, %s::numeric, %s::numeric, %s, %s::numeric)",
+            [limit, burst, ratio, allow, carried],
+        )
         assert cursor.fetchone()[0] == expected
+
+
+# limit_value, carryover_limit, carried_over, consumed → handed on
+CARRIES = [
+    (D("100"), D("30"), D("0"), D("50"), D("30")),
+    (D("100"), D("60"), D("0"), D("45"), D("55")),
+    (D("100"), D("60"), D("20"), D("45"), D("60")),
+    (D("100"), D("60"), D("0"), D("150"), D("0")),  # overrun: nothing carries
+    (D("100"), D("0"), D("0"), D("0"), D("0")),
+]
+
+
+@pytest.mark.parametrize(("limit", "cap", "carried", "consumed", "handed"), CARRIES)
+def test_carry_forward(limit, cap, carried, consumed, handed):
+    assert (
+        rules.carry_forward(
+            carryover_limit=cap,
+            limit_value=limit,
+            carried_over=carried,
+            consumed=consumed,
+        )
+        == handed
+    )
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("limit", "cap", "carried", "consumed", "handed"), CARRIES)
+def test_the_engine_carries_the_same(limit, cap, carried, consumed, handed):
+    quota = QuotaFactory(
+        limit_value=limit,
+        carryover_limit=cap,
+        period="month",
+        period_start="2026-11-01T00:00:00Z",
+        period_end="2026-12-01T00:00:00Z",
+    )
+    Quota.objects.filter(id=quota.id).update(carried_over=carried, consumed=consumed)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT handed_on FROM hq_closed_periods("
+            "(SELECT q FROM quotas q WHERE id = %s), '2026-12-01T00:00:00Z', 'UTC')",
+            [quota.id],
+        )
+        assert cursor.fetchone()[0] == handed
+
+
+@pytest.mark.parametrize(
+    ("allocated", "reported", "total", "charged", "from_reserve"),
+    [
+        (D("32"), D("0"), D("10"), D("10"), D("10")),
+        (D("32"), D("10"), D("25"), D("15"), D("15")),
+        (D("32"), D("25"), D("40"), D("15"), D("7")),  # an overrun past 32
+        (D("32"), D("40"), D("50"), D("10"), D("0")),
+        (D("32"), D("10"), D("10"), D("0"), D("0")),
+    ],
+)
+def test_consumption_charge(allocated, reported, total, charged, from_reserve):
+    assert rules.consumption_charge(
+        allocated=allocated, reported=reported, total=total
+    ) == (charged, from_reserve)
 
 
 @pytest.mark.parametrize(("used", "requested", "cap", "expected"), FITS)

@@ -113,7 +113,7 @@ def _calls_on_b(w) -> list[tuple[str, str, dict | None]]:
             {
                 "entity_type": "user",
                 "entity_id": "intruder",
-                "resource_type": "gpu_hours",
+                "resource_type": "concurrent_gpus",
                 "parent_id": str(w["b_team"].id),
                 "limit_value": 1,
             },
@@ -245,7 +245,7 @@ def test_a_scoped_admin_manages_its_subtree(world):
         {
             "entity_type": "user",
             "entity_id": "bob",
-            "resource_type": "gpu_hours",
+            "resource_type": "concurrent_gpus",
             "parent_id": str(team_id),
             "limit_value": 10,
         },
@@ -259,7 +259,7 @@ def test_a_scoped_admin_manages_its_subtree(world):
         {
             "entity_type": "team",
             "entity_id": "team-a3",
-            "resource_type": "gpu_hours",
+            "resource_type": "concurrent_gpus",
             "parent_id": str(world["a"].id),
             "limit_value": 10,
         },
