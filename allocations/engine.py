@@ -41,6 +41,11 @@ ENGINE = SqlFunctions(
         "hq_allocate",
         "hq_release",
         "hq_consume",
+        "hq_job_levels",
+        "hq_job_clash",
+        "hq_admit",
+        "hq_check_job",
+        "hq_release_job",
     ),
 )
 # Kept for callers that read the list or the files directly.
@@ -72,6 +77,8 @@ class Outcome(StrEnum):
     UNCHANGED = "unchanged"
     BELOW_REPORTED = "below_reported"
     NOT_TIME_BASED = "not_time_based"
+    NONE_ACTIVE = "none_active"
+    NOT_HELD = "not_held"
 
 
 def sql_text(name: str) -> str:

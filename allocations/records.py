@@ -114,3 +114,33 @@ def render_allocation(record: AllocationRecord) -> dict[str, Any]:
         "consumed_value": normalize_amount(record.consumed_value),
         "rate": None if record.rate is None else normalize_amount(record.rate),
     }
+
+
+def render_job(job_id, allocations: list[AllocationRecord]) -> dict[str, Any]:
+    """A job's wire form (DESIGN §3b): its allocations (any status, by resource
+    type), what it holds per resource (its active allocations, or the newest ones
+    when none is active), what it consumed, and its status."""
+    active = [a for a in allocations if a.status == "active"]
+    newest: dict[str, AllocationRecord] = {}
+    for allocation in allocations:
+        kept = newest.get(allocation.resource_type)
+        if kept is None or allocation.allocated_at > kept.allocated_at:
+            newest[allocation.resource_type] = allocation
+    current = active or list(newest.values())
+    statuses = {a.status for a in current}
+    first = current[0] if current else None
+    return {
+        "job_id": str(job_id),
+        "entity_type": first.entity_type if first else None,
+        "entity_id": first.entity_id if first else None,
+        "status": statuses.pop() if len(statuses) == 1 else "released",
+        "resources": {
+            a.resource_type: normalize_amount(a.allocated_value)
+            for a in sorted(current, key=lambda a: a.resource_type)
+        },
+        "consumed": {
+            a.resource_type: normalize_amount(a.consumed_value)
+            for a in sorted(current, key=lambda a: a.resource_type)
+        },
+        "allocations": [render_allocation(a) for a in allocations],
+    }

@@ -3,6 +3,15 @@ from django.urls import path
 from allocations import views
 
 urlpatterns = [
+    path("jobs", views.JobAdmitView.as_view(), name="job-admit"),
+    path("jobs/check", views.JobCheckView.as_view(), name="job-check"),
+    path("jobs/<uuid:job_id>", views.JobDetailView.as_view(), name="job-detail"),
+    path(
+        "jobs/<uuid:job_id>/release",
+        views.JobReleaseView.as_view(),
+        name="job-release",
+    ),
+    path("jobs/<uuid:job_id>/renew", views.JobRenewView.as_view(), name="job-renew"),
     path(
         "allocations/check",
         views.AllocationCheckView.as_view(),
