@@ -230,3 +230,122 @@ def roll_without_lock():
             )
         rolled += 1
     return rolled
+
+
+# --- jobs ---------------------------------------------------------------------------
+
+
+def admit_one_by_one(*, entity_type, entity_id, job_id, resources, **_ignored):
+    """Admits a job the way a scheduler without jobs does: one allocate per
+    resource, undoing the first ones by hand when a later one is refused. Between
+    the two the job holds one resource without the other, and every refused job
+    leaves allocations and history behind."""
+    from allocations.services import allocation_create, allocation_release
+
+    held = []
+    try:
+        # Memory first: the resource that does not run out is held while the one
+        # that does is refused.
+        for resource, amount in sorted(resources.items(), reverse=True):
+            held.append(
+                allocation_create(
+                    entity_type=entity_type,
+                    entity_id=entity_id,
+                    resource_type=resource,
+                    job_id=job_id,
+                    requested_value=amount,
+                ).allocation
+            )
+            time.sleep(0.002)
+    except QuotaExceeded:
+        for allocation in held:
+            allocation_release(allocation_id=allocation.id)
+        raise
+    return held
+
+
+class _Admitted:
+    def __init__(self, job_id):
+        self.job_id = job_id
+
+
+def admit_in_request_order(*, entity_type, entity_id, job_id, resources, **_ignored):
+    """Charges each resource's path in the order the request lists them, all in one
+    transaction: two jobs listing the same resources in opposite orders lock the
+    organization rows in opposite orders and deadlock. (It takes the charges back
+    before committing: only the locking matters here.)"""
+    with transaction.atomic():
+        for resource, amount in resources.items():
+            leaf = Quota.objects.get(
+                entity_type=entity_type, entity_id=entity_id, resource_type=resource
+            )
+            for quota in quota_path(quota=leaf):
+                Quota.objects.filter(id=quota.id).update(
+                    reserved=F("reserved") + amount
+                )
+            time.sleep(0.005)
+        for resource, amount in resources.items():
+            leaf = Quota.objects.get(
+                entity_type=entity_type, entity_id=entity_id, resource_type=resource
+            )
+            Quota.objects.filter(id__in=leaf.path).update(
+                reserved=F("reserved") - amount
+            )
+    return _Admitted(job_id)
+
+
+def admit_check_then_insert(*, entity_type, entity_id, job_id, resources, **_ignored):
+    """Looks for the job's allocations, then inserts its own when it saw none: two
+    identical admissions at once both see none."""
+    if Allocation.objects.filter(
+        job_id=job_id, status=AllocationStatus.ACTIVE
+    ).exists():
+        return list(Allocation.objects.filter(job_id=job_id))
+    time.sleep(0.01)
+    with transaction.atomic():
+        created = []
+        for resource, amount in sorted(resources.items()):
+            leaf = Quota.objects.get(
+                entity_type=entity_type, entity_id=entity_id, resource_type=resource
+            )
+            created.append(
+                Allocation.objects.create(
+                    quota=leaf,
+                    entity_type=entity_type,
+                    entity_id=entity_id,
+                    job_id=job_id,
+                    resource_type=resource,
+                    allocated_value=amount,
+                )
+            )
+            for quota in quota_path(quota=leaf):
+                Quota.objects.filter(id=quota.id).update(
+                    reserved=F("reserved") + amount
+                )
+    return created
+
+
+def release_job_check_then_write(*, job_id):
+    """Reads the job's active allocations, then releases each unconditionally."""
+    active = list(
+        Allocation.objects.filter(job_id=job_id, status=AllocationStatus.ACTIVE)
+    )
+    if not active:
+        raise AlreadyReleased("released")
+    time.sleep(0.01)
+    with transaction.atomic():
+        for allocation in active:
+            Allocation.objects.filter(id=allocation.id).update(
+                status=AllocationStatus.RELEASED, released_at=timezone.now()
+            )
+            UsageHistory.objects.create(
+                quota_id=allocation.quota_id,
+                allocation_id=allocation.id,
+                entity_type=allocation.entity_type,
+                entity_id=allocation.entity_id,
+                resource_type=allocation.resource_type,
+                allocated_value=allocation.allocated_value,
+                operation=HistoryOperation.RELEASE,
+                job_id=allocation.job_id,
+            )
+    return active
