@@ -25,15 +25,18 @@ from uuid import UUID
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.db.models import Q
-from django.urls import reverse
+from django.http import HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils.html import format_html
 
 from allocations.exceptions import AlreadyReleased
 from allocations.models import Allocation, AllocationStatus, UsageHistory
-from allocations.services import allocation_release
+from allocations.records import render_allocation, render_job
+from allocations.services import allocation_release, jobs
 from horizon_quota.admin_paging import EstimatedCountPaginator
 from horizon_quota.amounts import amount_text, normalize_amount
-from horizon_quota.errors import NotFound
+from horizon_quota.errors import NotFound, ServiceError
 from quotas import admin_console
 from quotas.models import Quota, ResourceType
 
@@ -161,9 +164,11 @@ class AllocationAdmin(ReadOnlyAdmin):
         "quota_link",
         "entity_type",
         "entity_id",
-        "job_id",
+        "job_link",
         "resource_type",
         "value",
+        "consumed",
+        "rate",
         "status",
         "allocated_at",
         "released_at",
@@ -173,6 +178,19 @@ class AllocationAdmin(ReadOnlyAdmin):
         "metadata",
     ]
     readonly_fields = fields
+
+    @admin.display(description="job")
+    def job_link(self, row):
+        return format_html(
+            '<a href="{}?job_id={}">{}</a> (all its resources)',
+            reverse("admin:allocations_allocation_job"),
+            row.job_id,
+            row.job_id,
+        )
+
+    @admin.display(description="consumed")
+    def consumed(self, row):
+        return normalize_amount(row.consumed_value)
 
     def get_search_results(self, request, queryset, search_term):
         term = search_term.strip()
@@ -185,6 +203,58 @@ class AllocationAdmin(ReadOnlyAdmin):
         else:
             condition = Q(entity_id=term)
         return queryset.filter(condition), False
+
+    def get_urls(self):
+        # The job view: one job's allocations across resources, and its release.
+        return [
+            path(
+                "job/",
+                self.admin_site.admin_view(self.job_view),
+                name="allocations_allocation_job",
+            ),
+            *super().get_urls(),
+        ]
+
+    def job_view(self, request):
+        """Search a job by id; show its allocations across resources; release it
+        (through the same service as the API)."""
+        job_id = (request.POST.get("job_id") or request.GET.get("job_id") or "").strip()
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Job",
+            "job_id": job_id,
+            "can_release": self.has_release_permission(request),
+        }
+        if job_id:
+            job = _as_uuid(job_id)
+            try:
+                if job is None:
+                    raise NotFound(f"{job_id!r} is not a job id.")
+                if request.method == "POST" and context["can_release"]:
+                    released = jobs.job_release(job_id=job)
+                    self.message_user(
+                        request,
+                        f"Job {job}: {len(released.allocations)} allocation(s) "
+                        "released.",
+                        messages.SUCCESS,
+                    )
+                    return HttpResponseRedirect(f"{request.path}?job_id={job}")
+                result = jobs.job_get(job_id=job)
+            except ServiceError as exc:
+                context["error"] = exc.message
+            else:
+                context["job"] = render_job(result.job_id, result.allocations)
+                context["allocations"] = [
+                    {**render_allocation(a), "short_id": str(a.id)[:8]}
+                    for a in result.allocations
+                ]
+                context["active"] = any(
+                    a.status == AllocationStatus.ACTIVE for a in result.allocations
+                )
+        return TemplateResponse(
+            request, "admin/allocations/allocation/job.html", context
+        )
 
     def has_release_permission(self, request):
         # Releasing changes the books: it takes the change permission of the model

@@ -20,15 +20,35 @@ The order
 4. The engine's transactions take one more kind of lock before any quota row: the
    allocation's idempotency key (the unique index entry of an active allocation's
    ``(job_id, resource_type)``, claimed by its insert, or the allocation row itself
-   on release). A transaction never waits for a key once it holds a quota row.
+   on consume and release). Keys are taken in the order of ``(job_id,
+   resource_type)``: a job's admission claims its keys by resource type, a job's
+   release locks its allocations by resource type. A transaction never waits for
+   a key once it holds a quota row.
+5. A transaction that needs several paths (a job's admission or release: one path
+   per resource, in disjoint trees) locks the rows of all of them as one set in the
+   same order: every row of depth 2 (users) first, by id, then depth 1, then the
+   roots. It does not finish one path before starting the next: the rows of
+   another path may come earlier in the order. (A job's release locks them all
+   with one ``SELECT … ORDER BY depth DESC, id FOR UPDATE`` before charging; an
+   admission charges them one by one in that order, each by a conditional
+   ``UPDATE``.) Rows a transaction already holds may be updated again in any
+   order — taking back the charges of a refused request, or re-charging a path
+   whose period was rolled over meanwhile: that waits for nothing.
 
 Why it cannot deadlock
 ----------------------
 A deadlock needs a cycle of transactions T1 … Tn in which each holds a lock the
-next one waits for. Put every allocation key before every quota row, and the rows in
-the order above: each transaction acquires its locks in ascending order of this one
-total order, so a transaction that holds lock A and waits for lock B has A < B. A
-cycle would give A1 < A2 < … < An < A1, which is impossible. Any transaction that
+next one waits for. Put every allocation key before every quota row, keys ordered
+by ``(job_id, resource_type)`` and rows by ``(depth DESC, id)``: one total order on
+everything the engine locks. Each transaction acquires its locks in ascending
+order of it — a single path is already sorted, several paths are merged into one
+sorted walk (5) — so a transaction that holds lock A and waits for lock B has
+A < B. A cycle would give A1 < A2 < … < An < A1, which is impossible. Two jobs that
+ask for the same resources in opposite orders therefore cannot deadlock: both walk
+the rows in one order, whatever order their requests list them in
+(``tests/test_job_concurrency.py``, scenario b, whose broken twin locks in request
+order and does deadlock). The rollover command holds one row at a time and waits
+for nothing while it does. Any transaction that
 locks quota rows some other way (an ``UPDATE`` whose plan picks its own order, a
 second ``lock_quotas`` call after the first, a key claimed after a quota row)
 breaks this proof, which is why there is one function and one engine.

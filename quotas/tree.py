@@ -38,6 +38,9 @@ _TREE_FIELDS = (
     "burst_limit",
     "overcommit_ratio",
     "used",
+    "reserved",
+    "consumed",
+    "carried_over",
 )
 
 

@@ -170,7 +170,8 @@ def test_export_as_json_holds_the_same_document(demo):
 
 
 def test_export_leaves_out_unset_soft_and_burst_limits(tree):
-    user = _demo_document()["quotas"]["gpu_hours"]["organizations"]["acme"]["teams"]
+    document = _demo_document()["quotas"]["concurrent_gpus"]
+    user = document["organizations"]["acme"]["teams"]
     assert user["research"]["users"]["alice"] == {
         "limit_value": "30",
         "overcommit_ratio": "1",
@@ -1074,7 +1075,7 @@ INVALID_FILES = {
         _small("limit_value: '30'", "limit: '30'"),
         "line 12, quotas › gpu_hours › organizations › acme › teams › research › "
         "users › alice › limit: unknown key 'limit'; expected limit_value, "
-        "soft_limit, burst_limit or overcommit_ratio.",
+        "soft_limit, burst_limit, overcommit_ratio, period or carryover_limit.",
     ),
     "a quota that is a number": (
         _small(
@@ -1165,7 +1166,8 @@ def test_every_problem_is_reported_at_once_in_file_order(demo, tmp_path):
         f"  line 10, {prefix} › teams › research › limit_value: limit_value 'abc' is "
         "not valid: Must be a number or a numeric string.",
         f"  line 14, {prefix} › teams › research › users › alice › extra: unknown key "
-        "'extra'; expected limit_value, soft_limit, burst_limit or overcommit_ratio.",
+        "'extra'; expected limit_value, soft_limit, burst_limit, overcommit_ratio, period or "
+        "carryover_limit.",
         "  line 15, quotas › bananas: unknown resource type 'bananas'; valid: "
         "concurrent_gpus, cpu_hours, gpu_hours, memory_gb, storage_gb.",
     ]
@@ -1308,7 +1310,7 @@ def _lock_like_an_allocation(
         with transaction.atomic(), connection.cursor() as cursor:
             for index, quota_id in enumerate(quota_ids):
                 cursor.execute(
-                    "UPDATE quotas SET used = used WHERE id = %s", [quota_id]
+                    "UPDATE quotas SET reserved = reserved WHERE id = %s", [quota_id]
                 )
                 if index == 0:
                     locked.set()

@@ -30,10 +30,10 @@ def demo():
     """The demo hierarchy with some gpu_hours in use: alice above her soft limit,
     carol at her hard limit, dave barely started."""
     seed_demo()
-    allocate_direct(entity_id="alice", amount="2500")
-    allocate_direct(entity_id="bob", amount="1500")
-    allocate_direct(entity_id="carol", amount="2000")
-    allocate_direct(entity_id="dave", amount="1")
+    allocate_direct(entity_id="alice", amount="2500", resource_type="gpu_hours")
+    allocate_direct(entity_id="bob", amount="1500", resource_type="gpu_hours")
+    allocate_direct(entity_id="carol", amount="2000", resource_type="gpu_hours")
+    allocate_direct(entity_id="dave", amount="1", resource_type="gpu_hours")
 
 
 def test_it_draws_the_demo_gpu_hours_tree_with_bars_and_marks(demo):

@@ -130,7 +130,9 @@ def _update_with_a_timeout_per_lock(quotas: list[Quota]) -> None:
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(f"SET LOCAL lock_timeout = {BUDGET_MS}")
         for quota in quotas:
-            cursor.execute("UPDATE quotas SET used = used WHERE id = %s", [quota.id])
+            cursor.execute(
+                "UPDATE quotas SET reserved = reserved WHERE id = %s", [quota.id]
+            )
 
 
 def test_broken_variant_with_a_timeout_per_lock_waits_far_past_the_budget(path):
