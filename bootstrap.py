@@ -123,7 +123,10 @@ def main() -> int:
         lint()
         # The admin's browser test drives Debian's chromium.
         ensure_debian_package("chromium", "chromium", required=False)
-        argv = [str(PYTHON), "-m", "pytest", *args]
+        # The whole suite runs on every core (pytest-xdist, one database per
+        # worker on the same server); a module's tests stay on one worker.
+        parallel = [] if any(a.startswith("-n") for a in args) else ["-n", "auto"]
+        argv = [str(PYTHON), "-m", "pytest", *parallel, "--dist", "loadfile", *args]
     else:
         ensure_venv("requirements-dev.txt")
         ensure_debian_package("wrk", "wrk", required=True)

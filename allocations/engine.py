@@ -79,6 +79,7 @@ class Outcome(StrEnum):
     NOT_TIME_BASED = "not_time_based"
     NONE_ACTIVE = "none_active"
     NOT_HELD = "not_held"
+    BAD_RATE = "bad_rate"
 
 
 def sql_text(name: str) -> str:

@@ -144,7 +144,7 @@ class QuotaCreateSerializer(serializers.Serializer):
     # null means the default, as the Rust service's clients send an absent option.
     overcommit_ratio = _ratio_field(required=False, allow_null=True, default=None)
     period = LowerChoiceField(
-        choices=BudgetPeriod.values,
+        choices=BudgetPeriod.choices,
         required=False,
         default=BudgetPeriod.NONE,
         help_text="Time-based resources only: how often the budget starts afresh "
@@ -188,7 +188,7 @@ class QuotaUpdateSerializer(serializers.Serializer):
     soft_limit = AmountField(required=False, allow_null=True)
     burst_limit = AmountField(required=False, allow_null=True)
     overcommit_ratio = _ratio_field(required=False, allow_null=True)
-    period = LowerChoiceField(choices=BudgetPeriod.values, required=False)
+    period = LowerChoiceField(choices=BudgetPeriod.choices, required=False)
     carryover_limit = AmountField(required=False)
     force = serializers.BooleanField(required=False, default=False)
     version = serializers.IntegerField(

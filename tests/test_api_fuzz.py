@@ -48,6 +48,14 @@ OPERATIONS = [
     "GET /api/v1/allocations/{allocation_id}",
     "DELETE /api/v1/allocations/{allocation_id}",
     "POST /api/v1/allocations/{allocation_id}/renew",
+    "POST /api/v1/allocations/{allocation_id}/consume",
+    "GET /api/v1/quotas/{quota_id}/periods",
+    "POST /api/v1/jobs",
+    "POST /api/v1/jobs/check",
+    "GET /api/v1/jobs/{job_id}",
+    "DELETE /api/v1/jobs/{job_id}",
+    "POST /api/v1/jobs/{job_id}/release",
+    "POST /api/v1/jobs/{job_id}/renew",
 ]
 
 # positive_data_acceptance expects a 2xx for every schema-valid request. The schema

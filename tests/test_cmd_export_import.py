@@ -1166,8 +1166,8 @@ def test_every_problem_is_reported_at_once_in_file_order(demo, tmp_path):
         f"  line 10, {prefix} › teams › research › limit_value: limit_value 'abc' is "
         "not valid: Must be a number or a numeric string.",
         f"  line 14, {prefix} › teams › research › users › alice › extra: unknown key "
-        "'extra'; expected limit_value, soft_limit, burst_limit, overcommit_ratio, period or "
-        "carryover_limit.",
+        "'extra'; expected limit_value, soft_limit, burst_limit, overcommit_ratio, "
+        "period or carryover_limit.",
         "  line 15, quotas › bananas: unknown resource type 'bananas'; valid: "
         "concurrent_gpus, cpu_hours, gpu_hours, memory_gb, storage_gb.",
     ]

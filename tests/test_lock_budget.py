@@ -101,7 +101,8 @@ def test_waits_at_every_level_share_one_budget(settings, path):
     assert response.json()["error"] == "conflict"
     assert response["Retry-After"] == "1"
     assert response.json()["retry_after"] == 1
-    assert BUDGET_MS / 1000 * 0.9 <= elapsed < BUDGET_MS / 1000 + 0.5
+    # Within the budget (a margin for a loaded machine), not after 2.4 of them.
+    assert BUDGET_MS / 1000 * 0.9 <= elapsed < BUDGET_MS / 1000 + 0.9
     # Nothing of the attempt stays: no allocation, every level as it was.
     assert not Allocation.objects.exists()
     assert all(quota.used == 0 for quota in Quota.objects.all())
@@ -120,7 +121,7 @@ def test_a_lock_held_past_the_budget_answers_within_it(settings, path):
         thread.join(10)
 
     assert response.status_code == 409
-    assert elapsed < BUDGET_MS / 1000 + 0.5
+    assert elapsed < BUDGET_MS / 1000 + 0.9
     assert not Allocation.objects.exists()
 
 

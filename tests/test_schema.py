@@ -18,7 +18,7 @@ from rest_framework.test import APIClient
 from allocations.models import Allocation
 from allocations.services import allocation_create, allocation_expire
 from quotas.access.keys import api_key_create
-from quotas.models import EntityType, Quota
+from quotas.models import EntityType, Quota, ResourceType
 from tests.factories import QuotaFactory
 from tests.helpers import QUOTA_WIRE_FIELDS, USAGE_FIELDS, resolve
 
@@ -286,7 +286,8 @@ def test_usage_documents_the_wire_fields(schema):
 
 SCHEMAS = "#/components/schemas/"
 # The one POST that writes nothing and locks nothing (it is still throttled).
-CHECK = ("/api/v1/allocations/check", "post")
+# The POSTs that write nothing and lock nothing (they are still throttled).
+CHECKS = {("/api/v1/allocations/check", "post"), ("/api/v1/jobs/check", "post")}
 WRITE_STATUSES = {"403", "409", "413", "415", "429"}
 
 
@@ -318,7 +319,7 @@ def test_every_write_documents_403_409_and_429(schema):
         assert "rate_limited" in [
             example["error"] for example in _examples_of(operation, "429")
         ], (method, path)
-        if (path, method) == CHECK:
+        if (path, method) in CHECKS:
             assert "409" not in statuses  # it takes no lock
             continue
         writes += 1
@@ -330,7 +331,9 @@ def test_every_write_documents_403_409_and_429(schema):
         ]
         assert [example["error"] for example in busy] == ["conflict"], (method, path)
 
-    assert writes == 7
+    # quotas create, put, patch, delete; allocate, release, renew, consume; admit,
+    # release (DELETE and POST) and renew a job.
+    assert writes == 12
 
 
 def test_operations_with_a_body_document_400_413_and_415(schema):
@@ -340,7 +343,8 @@ def test_operations_with_a_body_document_400_413_and_415(schema):
             bodies += 1
             assert {"400", "413", "415"} <= set(operation["responses"]), (method, path)
 
-    assert bodies == 6
+    # quotas create/update x2, check, allocate, renew, consume; the four of jobs.
+    assert bodies == 11
 
 
 def test_reads_document_no_answer_only_writes_give(schema):
@@ -567,19 +571,24 @@ def _client(role="admin", scope=None) -> APIClient:
 @pytest.fixture
 def acme(db):
     """The path of the examples: organization acme (10000) → team acme-research
-    (4000) → user alice (1000), on gpu_hours, all empty."""
-    org = QuotaFactory(entity_id="acme", limit_value=Decimal("10000"))
+    (4000) → user alice (1000), on gpu_hours (a lifetime budget), all empty."""
+    gpu_hours = ResourceType.objects.get(slug="gpu_hours")
+    org = QuotaFactory(
+        entity_id="acme", limit_value=Decimal("10000"), resource_type=gpu_hours
+    )
     team = QuotaFactory(
         entity_type=EntityType.TEAM,
         entity_id="acme-research",
         parent=org,
         limit_value=Decimal("4000"),
+        resource_type=gpu_hours,
     )
     user = QuotaFactory(
         entity_type=EntityType.USER,
         entity_id="alice",
         parent=team,
         limit_value=Decimal("1000"),
+        resource_type=gpu_hours,
     )
     return org, team, user
 

@@ -261,7 +261,7 @@ def test_a_refusal_above_the_scope_names_nothing_of_it(db, scope):
 
 
 def test_a_stale_allocation_outside_the_scope_is_left_alone(db):
-    a = _tree("gpu_hours")
+    a = _tree("concurrent_gpus")
     b_org = QuotaFactory(entity_id="org-b", limit_value=Decimal("100"))
     b_team = QuotaFactory(entity_type=EntityType.TEAM, entity_id="team-b", parent=b_org)
     QuotaFactory(entity_type=EntityType.USER, entity_id="user-b", parent=b_team)
@@ -269,7 +269,7 @@ def test_a_stale_allocation_outside_the_scope_is_left_alone(db):
     held = allocation_services.allocation_create(
         entity_type="user",
         entity_id="user-b",
-        resource_type="gpu_hours",
+        resource_type="concurrent_gpus",
         job_id=job_id,
         requested_value=Decimal("3"),
         ttl_seconds=1,
@@ -285,7 +285,9 @@ def test_a_stale_allocation_outside_the_scope_is_left_alone(db):
     }
     client = _client("scheduler", "organization:org-a")
 
-    response = client.post(ALLOCATIONS, _body(job_id=job_id), format="json")
+    response = client.post(
+        ALLOCATIONS, _body(job_id=job_id, resource="concurrent_gpus"), format="json"
+    )
 
     assert response.status_code == 409
     body = response.json()
@@ -299,12 +301,12 @@ def test_a_stale_allocation_outside_the_scope_is_left_alone(db):
 
 
 def test_a_stale_allocation_inside_the_scope_is_expired_and_replaced(db):
-    tree = _tree("gpu_hours")
+    tree = _tree("concurrent_gpus")
     job_id = uuid.uuid4()
     held = allocation_services.allocation_create(
         entity_type="user",
         entity_id="user-a",
-        resource_type="gpu_hours",
+        resource_type="concurrent_gpus",
         job_id=job_id,
         requested_value=Decimal("3"),
         ttl_seconds=1,
@@ -314,7 +316,11 @@ def test_a_stale_allocation_inside_the_scope_is_expired_and_replaced(db):
     )
     client = _client("scheduler", "team:team-a")
 
-    response = client.post(ALLOCATIONS, _body(job_id=job_id, value=3), format="json")
+    response = client.post(
+        ALLOCATIONS,
+        _body(job_id=job_id, value=3, resource="concurrent_gpus"),
+        format="json",
+    )
 
     assert response.status_code == 201
     assert Allocation.objects.get(id=held.id).status == "expired"

@@ -10,4 +10,4 @@ from allocations.engine import InstallEngine
 class Migration(migrations.Migration):
     dependencies = [("allocations", "0011_usage_repair_both_forms")]
 
-    operations = [InstallEngine(digest="cf159dfe6e32cf18")]
+    operations = [InstallEngine(digest="36a1aeacbd95f7af")]

@@ -43,6 +43,7 @@ from allocations.serializers.fields import (
     UUIDStringField,
 )
 from allocations.serializers.jobs import (
+    ADMIT_TOO_MANY_REQUESTS,
     JobAdmissionSerializer,
     JobAdmitSerializer,
     JobCheckResultSerializer,
@@ -55,6 +56,7 @@ from allocations.serializers.jobs import (
 )
 
 __all__ = [
+    "ADMIT_TOO_MANY_REQUESTS",
     "JobAdmissionSerializer",
     "JobAdmitSerializer",
     "JobCheckResultSerializer",

@@ -42,7 +42,7 @@ ALLOCATION_EXAMPLE = {
     "version": 1,
     "metadata": {"queue": "a100"},
     "consumed_value": 0,
-    "rate": 8,
+    "rate": None,
 }
 # The path after the grant of 8 above, leaf first.
 LEVELS_EXAMPLE = [

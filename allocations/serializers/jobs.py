@@ -12,7 +12,11 @@ from allocations.serializers.fields import (
     UUIDStringField,
 )
 from horizon_quota.fields import AmountField, LowerChoiceField
-from horizon_quota.schema import ErrorBodySerializer
+from horizon_quota.schema import (
+    ErrorBodySerializer,
+    OneOfSerializer,
+    RateLimitedErrorSerializer,
+)
 from quotas.models import EntityType
 
 JOB_RESOURCES_EXAMPLE = {"concurrent_gpus": 8, "memory_gb": 512, "gpu_hours": 64}
@@ -72,6 +76,19 @@ class JobAdmitSerializer(serializers.Serializer):
     metadata = MetadataField(required=False, allow_null=True, default=dict)
 
 
+@extend_schema_serializer(
+    examples=[
+        OpenApiExample(
+            "Would eight GPUs and 512 GiB fit?",
+            value={
+                "entity_type": "user",
+                "entity_id": "alice",
+                "resources": {"concurrent_gpus": 8, "memory_gb": 512},
+            },
+            request_only=True,
+        )
+    ]
+)
 class JobCheckSerializer(serializers.Serializer):
     """Would a job's resources fit? The admission predicate, without writing."""
 
@@ -83,6 +100,15 @@ class JobCheckSerializer(serializers.Serializer):
     allow_burst = serializers.BooleanField(required=False, default=False)
 
 
+@extend_schema_serializer(
+    examples=[
+        OpenApiExample(
+            "The job used 40 GPU-hours in all",
+            value={"consumed": {"gpu_hours": 40}},
+            request_only=True,
+        )
+    ]
+)
 class JobReleaseSerializer(serializers.Serializer):
     """Release every active allocation of a job, with final consumptions."""
 
@@ -96,6 +122,15 @@ class JobReleaseSerializer(serializers.Serializer):
     )
 
 
+@extend_schema_serializer(
+    examples=[
+        OpenApiExample(
+            "Every lease of the job for another hour",
+            value={"ttl_seconds": 3600},
+            request_only=True,
+        )
+    ]
+)
 class JobRenewSerializer(serializers.Serializer):
     """Renew every active lease of a job: each now ends `ttl_seconds` from now."""
 
@@ -169,3 +204,13 @@ class JobConflictErrorSerializer(ErrorBodySerializer):
     allocation_ids = serializers.ListField(
         child=serializers.UUIDField(), required=False
     )
+
+
+# The one 429 of an admission: a resource has no room, or the key's write rate.
+ADMIT_TOO_MANY_REQUESTS = OneOfSerializer(
+    "JobRefusedOrRateLimitedError",
+    [JobRefusedErrorSerializer, RateLimitedErrorSerializer],
+    description="The 429 of an admission: `resource_exhausted` (a `JobRefusedError`: "
+    "a resource has no room) or `rate_limited` (a `RateLimitedError`: the API key's "
+    "writes are over their rate).",
+)

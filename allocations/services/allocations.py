@@ -31,7 +31,6 @@ from horizon_quota.amounts import amount_text, normalize_amount
 from horizon_quota.observability import ALLOCATION_OUTCOMES
 from quotas import rules
 from quotas.access.scoping import OutsideLevel, Scope, redact_levels
-from quotas.models import ResourceType
 from quotas.selectors import resource_type_get
 
 
@@ -187,7 +186,7 @@ def allocation_check(
         reason=_refusal_message(blocking, requested_value) if blocking else None,
         levels=levels,
         warnings=_warnings(after) if blocking is None else [],
-        blocking_quota_id=getattr(blocking, "quota_id", None),
+        blocking_quota_id=blocking.quota_id if isinstance(blocking, Level) else None,
     )
 
 
@@ -212,8 +211,6 @@ def allocation_create(
     An entity outside the key's scope is a 404 and writes nothing (the engine
     checks before it writes); levels above the scope are redacted. On a time-based
     resource the amount is reserved (DESIGN §3a), optionally with a ``rate``."""
-    if rate is not None:
-        _ensure_time_based(resource_type, "rate")
     arguments = (
         entity_type,
         entity_id,
@@ -282,6 +279,8 @@ def allocation_create(
         )
     if kind == Outcome.NO_QUOTA:
         raise _no_quota(entity_type, entity_id, resource_type)
+    if kind == Outcome.BAD_RATE:
+        raise _held_not_consumed(resource_type, "rate")
     raw_levels = outcome["levels"]
     blocking_id = outcome["blocking_quota_id"]
     index = next(
@@ -295,13 +294,6 @@ def allocation_create(
         _refusal_message(levels[index], requested_value),
         extra=_refusal(levels, levels[index], requested_value),
     )
-
-
-def _ensure_time_based(resource_type: str, what: str) -> None:
-    """``rate`` and ``consumed_value`` belong to time-based resources (400)."""
-    rtype = resource_type_get(slug=resource_type)
-    if rtype.kind != ResourceType.Kind.TIME_BASED:
-        raise _held_not_consumed(rtype.slug, what)
 
 
 def _held_not_consumed(resource_type: str, what: str) -> InvalidInput:

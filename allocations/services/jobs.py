@@ -43,8 +43,6 @@ from allocations.services.allocations import (
 from horizon_quota.amounts import amount_text, normalize_amount
 from horizon_quota.observability import ALLOCATION_OUTCOMES
 from quotas.access.scoping import OutsideLevel, Scope
-from quotas.models import ResourceType
-from quotas.selectors import resource_type_get
 
 MAX_RESOURCES = 16
 
@@ -102,7 +100,9 @@ class JobCheck:
 
 
 def _resources(resources: dict[str, Decimal]) -> dict[str, Decimal]:
-    """The resource types, as slugs the service knows (400 otherwise), 1 to 16."""
+    """The resource types as slugs (lower-case), 1 to 16 of them. Whether each is
+    known is the engine's to find (an unknown one has no quota: a 400 listing the
+    valid ones, looked up only then), so an admission stays one statement."""
     if not 1 <= len(resources) <= MAX_RESOURCES:
         message = f"A job needs 1 to {MAX_RESOURCES} resources (got {len(resources)})."
         raise InvalidInput(message, fields={"resources": [message]})
@@ -113,29 +113,23 @@ def _resources(resources: dict[str, Decimal]) -> dict[str, Decimal]:
             message = f"Resource type {slug} appears twice."
             raise InvalidInput(message, fields={"resources": [message]})
         known[slug] = amount
-    kinds = dict(
-        ResourceType.objects.filter(slug__in=known).values_list("slug", "kind")
-    )
-    for slug in known:
-        if slug not in kinds:
-            resource_type_get(slug=slug)  # the 400 that lists the valid ones
     return known
 
 
-def _rates(rates: dict | None, resources: dict[str, Decimal]) -> dict[str, Decimal]:
-    """Rates are per time-based resource of the job (400 otherwise)."""
-    rates = {(slug or "").strip().lower(): rate for slug, rate in (rates or {}).items()}
-    for slug in rates:
-        if slug not in resources:
-            message = f"A rate for {slug}, which the job does not ask for."
-            raise InvalidInput(message, fields={"rates": [message]})
-        if resource_type_get(slug=slug).kind != ResourceType.Kind.TIME_BASED:
-            message = (
-                f"{slug} is a concurrent resource: it is held, not consumed, so a "
-                "rate does not apply."
-            )
-            raise InvalidInput(message, fields={"rates": [message]})
-    return rates
+def _rates(rates: dict | None) -> dict[str, Decimal]:
+    return {(slug or "").strip().lower(): rate for slug, rate in (rates or {}).items()}
+
+
+def _bad_rate(slug: str, resources: dict[str, Decimal]) -> InvalidInput:
+    """A rate for a resource the job does not ask for, or for a concurrent one."""
+    if slug not in resources:
+        message = f"A rate for {slug}, which the job does not ask for."
+    else:
+        message = (
+            f"{slug} is a concurrent resource: it is held, not consumed, so a rate "
+            "does not apply."
+        )
+    return InvalidInput(message, fields={"rates": [message]})
 
 
 def _as_json(values: dict[str, Decimal]) -> str:
@@ -160,14 +154,9 @@ def _blocking(resources: list[JobLevels]) -> tuple[JobLevels, Shown] | None:
     first (the lock order), so the refusing level nearest a leaf, across all
     resources; ties by resource type."""
     refusing = [
-        # (depth from the root, negated: deepest first; then the quota's id, or
-        # the resource for a level above the key's scope)
-        (
-            index - len(resource.levels),
-            str(getattr(level, "quota_id", resource.resource_type)),
-            resource,
-            level,
-        )
+        # (depth from the root, negated: deepest first; then the quota's id, which
+        # a level above the key's scope keeps unseen, as the engine walks them)
+        (index - len(resource.levels), str(level.quota_id), resource, level)
         for resource in resources
         for index, level in enumerate(resource.levels)
         if not level.allowed
@@ -213,7 +202,9 @@ def job_check(
         warnings=_warnings(after) if blocking is None else [],
         reason=_job_refusal_message(*blocking) if blocking else None,
         blocking_resource=blocking[0].resource_type if blocking else None,
-        blocking_quota_id=getattr(blocking[1], "quota_id", None) if blocking else None,
+        blocking_quota_id=blocking[1].quota_id
+        if blocking and isinstance(blocking[1], Level)
+        else None,
     )
 
 
@@ -242,7 +233,7 @@ def job_admit(
         entity_id,
         job_id,
         _as_json(amounts),
-        _as_json(_rates(rates, amounts)),
+        _as_json(_rates(rates)),
         allow_burst,
         json.dumps(metadata or {}),
         ttl_seconds,
@@ -259,6 +250,8 @@ def job_admit(
                 allocation_expire(allocation_id=UUID(held["id"]))
         outcome = call("hq_admit", *arguments)
     kind = Outcome(outcome["outcome"])
+    if kind == Outcome.BAD_RATE:
+        raise _bad_rate(outcome["resource_type"], amounts)
     ALLOCATION_OUTCOMES.labels(
         "not_found" if kind == Outcome.NO_QUOTA else kind.value
     ).inc()

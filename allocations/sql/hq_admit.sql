@@ -25,6 +25,7 @@ DECLARE
     v_deadline timestamptz := hq_deadline(p_lock_budget_ms);
     v_now timestamptz := hq_now();
     v_resources text[];
+    v_resource text;
     v_amounts numeric[];
     v_leaves uuid[] := '{}';
     v_path uuid[];
@@ -45,6 +46,17 @@ BEGIN
       INTO v_resources, v_amounts
       FROM jsonb_each_text(p_resources);
     n := cardinality(v_resources);
+    -- Rates belong to time-based resources of this job (looked up only when sent).
+    IF p_rates IS NOT NULL AND p_rates <> '{}' THEN
+        SELECT key INTO v_resource FROM jsonb_object_keys(p_rates) key
+         WHERE key <> ALL (v_resources)
+            OR NOT EXISTS (SELECT 1 FROM resource_types
+                            WHERE slug = key AND kind = 'time_based')
+         ORDER BY key LIMIT 1;
+        IF FOUND THEN
+            RETURN json_build_object('outcome', 'bad_rate', 'resource_type', v_resource);
+        END IF;
+    END IF;
     FOR i IN 1 .. n LOOP
         SELECT path INTO v_path FROM quotas
          WHERE entity_type = p_entity_type AND entity_id = p_entity_id

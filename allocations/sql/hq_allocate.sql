@@ -43,6 +43,12 @@ BEGIN
     IF NOT FOUND OR NOT hq_in_scope(v_path, p_scope_type, p_scope_id) THEN
         RETURN json_build_object('outcome', 'no_quota');
     END IF;
+    -- A rate belongs to a time-based resource (looked up only when one is sent).
+    IF p_rate IS NOT NULL AND NOT EXISTS (
+           SELECT 1 FROM resource_types WHERE slug = p_resource AND kind = 'time_based')
+    THEN
+        RETURN json_build_object('outcome', 'bad_rate', 'resource_type', p_resource);
+    END IF;
 
     LOOP
         PERFORM hq_lock_budget(v_deadline);

@@ -435,7 +435,7 @@ class QuotaHistoryView(generics.GenericAPIView):
                     invalid_input_example(
                         "Unknown operation",
                         "operation",
-                        "Must be one of: allocate, release, expire.",
+                        "Must be one of: allocate, release, expire, consume.",
                     ),
                     INVALID_CURSOR,
                     INVALID_LIMIT,

@@ -7,13 +7,13 @@ from rest_framework.response import Response
 
 from allocations.records import render_job
 from allocations.serializers import (
+    ADMIT_TOO_MANY_REQUESTS,
     JOB_ID,
     JobAdmissionSerializer,
     JobAdmitSerializer,
     JobCheckResultSerializer,
     JobCheckSerializer,
     JobConflictErrorSerializer,
-    JobRefusedErrorSerializer,
     JobReleaseSerializer,
     JobRenewSerializer,
     JobSerializer,
@@ -28,6 +28,7 @@ from allocations.views.allocations import (
     _scope,
 )
 from horizon_quota.schema import (
+    RATE_LIMITED,
     ROW_LOCK_TIMEOUT,
     error_example,
     error_responses,
@@ -99,9 +100,9 @@ class JobAdmitView(generics.GenericAPIView):
                     examples=[JOB_CONFLICT, ROW_LOCK_TIMEOUT],
                 ),
                 too_many=OpenApiResponse(
-                    JobRefusedErrorSerializer,
+                    ADMIT_TOO_MANY_REQUESTS,
                     description="resource_exhausted or rate_limited",
-                    examples=[JOB_REFUSED],
+                    examples=[JOB_REFUSED, RATE_LIMITED],
                 ),
             ),
         },

@@ -22,7 +22,7 @@ scope before it writes anything (``allocations/sql/hq_in_scope.sql``).
 function here is then a no-op.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from uuid import UUID
 
 from django.contrib.postgres.expressions import ArraySubquery
@@ -161,17 +161,25 @@ def redact_levels(levels: list, scope: Scope | None) -> list:
         if scope.owns(level.entity_type, level.entity_id):
             return [
                 *levels[: index + 1],
-                *(OutsideLevel(allowed=above.allowed) for above in levels[index + 1 :]),
+                *(
+                    OutsideLevel(allowed=above.allowed, quota_id=above.quota_id)
+                    for above in levels[index + 1 :]
+                ),
             ]
     # Defensive: a path that does not run through the scope shows nothing.
-    return [OutsideLevel(allowed=level.allowed) for level in levels]
+    return [
+        OutsideLevel(allowed=level.allowed, quota_id=level.quota_id) for level in levels
+    ]
 
 
 @dataclass(frozen=True)
 class OutsideLevel:
-    """A level above the key's scope: whether it allowed the request, nothing more."""
+    """A level above the key's scope: whether it allowed the request, nothing more.
+    Its quota's id is kept for the service's own use (the order in which the engine
+    walks levels) and never rendered."""
 
     allowed: bool
+    quota_id: UUID | None = field(default=None, repr=False)
     outside = True
 
     def as_dict(self) -> dict:
