@@ -30,6 +30,7 @@ ENGINE = SqlFunctions(
         "hq_in_scope",
         "hq_deadline",
         "hq_lock_budget",
+        "hq_allocation_events",
         "hq_closed_periods",
         "hq_rolled",
         "hq_roll",

@@ -414,7 +414,7 @@ def main():
                 n,
                 w,
                 mode="budget",
-                resource=BUDGET,
+                rtype=BUDGET,
             )
             invariants["budget probe"] = check_invariants()
             connection.close()

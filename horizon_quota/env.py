@@ -115,3 +115,29 @@ def env_rate(name: str, default: str) -> tuple[int, int] | None:
     if value is None or value == "":
         value = default
     return parse_rate(name, value)
+
+
+def env_percents(name: str, default: str) -> list[int | float]:
+    """``"80,100"`` → [80, 100]: percents above 0 and at most 1000, sorted, each
+    once; empty (``""`` or ``none``) for no thresholds."""
+    value = _raw(name)
+    if value is None:
+        value = default
+    if value.strip().lower() in {"", "none"}:
+        return []
+    percents = set()
+    for item in value.split(","):
+        text = item.strip()
+        try:
+            number = float(text)
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"{name}: expected comma-separated percents such as 80,100, got "
+                f"{value!r}"
+            ) from None
+        if not 0 < number <= 1000:
+            raise ImproperlyConfigured(
+                f"{name}: each percent must be above 0 and at most 1000, got {text}"
+            )
+        percents.add(int(number) if number == int(number) else number)
+    return sorted(percents)

@@ -13,6 +13,7 @@ from horizon_quota.env import (
     env_choice,
     env_int,
     env_list,
+    env_percents,
     env_rate,
     env_str,
 )
@@ -57,6 +58,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "axes",
     "quotas",
+    "quotas.events",
     "allocations",
 ]
 
@@ -223,6 +225,21 @@ except (zoneinfo.ZoneInfoNotFoundError, ValueError):
 # Whether `manage.py budget_clock` may move the budget clock (tests and rehearsals
 # only, never production).
 BUDGET_CLOCK_ADJUSTABLE = env_bool("BUDGET_CLOCK_ADJUSTABLE", False)
+
+# --- Events and webhooks (DESIGN §7a) -----------------------------------------------
+# Percents of a quota's cap at which it alerts, unless the quota sets its own.
+ALERT_THRESHOLDS = env_percents("ALERT_THRESHOLDS", "80,100")
+# Events older than this are pruned by `manage.py prune_events`.
+EVENT_RETENTION_DAYS = env_int("EVENT_RETENTION_DAYS", 30, minimum=1)
+# Webhook deliveries: retried with exponential backoff from the base for so long,
+# then given up; an endpoint failing for so many days is disabled.
+WEBHOOK_RETRY_BASE_SECONDS = env_int("WEBHOOK_RETRY_BASE_SECONDS", 10, minimum=1)
+WEBHOOK_RETRY_HOURS = env_int("WEBHOOK_RETRY_HOURS", 24, minimum=1)
+WEBHOOK_DISABLE_AFTER_DAYS = env_int("WEBHOOK_DISABLE_AFTER_DAYS", 3, minimum=1)
+WEBHOOK_TIMEOUT_SECONDS = env_int("WEBHOOK_TIMEOUT_SECONDS", 10, minimum=1)
+WEBHOOK_MAX_RESPONSE_BYTES = env_int("WEBHOOK_MAX_RESPONSE_BYTES", 65536, minimum=1)
+# Private, loopback and link-local targets are refused unless this is true.
+WEBHOOK_ALLOW_PRIVATE = env_bool("WEBHOOK_ALLOW_PRIVATE", False)
 
 # --- Logging --------------------------------------------------------------------
 LOG_LEVEL = env_choice(

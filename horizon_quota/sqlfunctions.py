@@ -25,6 +25,7 @@ _DROP_OVERLOADS = """
 SELECT format('DROP FUNCTION %%s', p.oid::regprocedure)
   FROM pg_proc p
  WHERE p.proname = ANY (%s) AND p.pronamespace = current_schema()::regnamespace
+   AND p.prorettype <> 'trigger'::regtype
 """
 
 
@@ -47,7 +48,8 @@ class SqlFunctions:
 
     def install(self, cursor) -> None:
         """Drop every function of these names (any signature), create each from
-        its file."""
+        its file. Trigger functions, which take no arguments and which their
+        triggers depend on, are replaced in place instead."""
         cursor.execute("SET LOCAL check_function_bodies = off")
         cursor.execute(_DROP_OVERLOADS, [list(self.names)])
         for (statement,) in cursor.fetchall():

@@ -14,6 +14,7 @@ urlpatterns = [
     path("metrics", metrics_view, name="metrics"),
     path("api/v1/", include("quotas.urls")),
     path("api/v1/", include("allocations.urls")),
+    path("api/v1/", include("quotas.events.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api-docs/openapi.json", SpectacularJSONAPIView.as_view(), name="schema-json"),
     path(

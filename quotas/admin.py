@@ -22,6 +22,7 @@ QUOTA_FORM_FIELDS = [
     "overcommit_ratio",
     "period",
     "carryover_limit",
+    "alert_thresholds",
 ]
 
 
@@ -79,6 +80,11 @@ class QuotaAdminForm(forms.ModelForm):
                 "Time-based resources only: unused budget that "
                 "moves into the next period, at most the limit.",
             ),
+            (
+                "alert_thresholds",
+                "Percents of the cap at which alerts are raised, comma separated "
+                "(e.g. 50,80,100); empty for the server's default.",
+            ),
         ):
             if name in self.fields:
                 self.fields[name].required = False
@@ -114,9 +120,13 @@ class QuotaAdminForm(forms.ModelForm):
                     overcommit_ratio=cleaned.get("overcommit_ratio") or 1,
                     period=cleaned.get("period") or "none",
                     carryover_limit=cleaned.get("carryover_limit") or 0,
+                    alert_thresholds=cleaned.get("alert_thresholds") or None,
                     **audit,
                 )
             else:
+                if "alert_thresholds" in cleaned:
+                    # Empty: back to the default (the API sets [] for none).
+                    cleaned["alert_thresholds"] = cleaned["alert_thresholds"] or None
                 changes = {
                     field: cleaned.get(field)
                     for field in services.UPDATABLE_FIELDS

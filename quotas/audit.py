@@ -12,6 +12,8 @@ from typing import Any
 
 from horizon_quota.amounts import amount_text
 from horizon_quota.errors import InvalidInput
+from quotas.events.models import EventType
+from quotas.events.services import quota_event, record_events
 from quotas.models import REASON_MAX_LENGTH, ActorType, ApiKey, Quota, QuotaChange
 
 UPDATABLE_FIELDS = (
@@ -21,6 +23,7 @@ UPDATABLE_FIELDS = (
     "overcommit_ratio",
     "period",
     "carryover_limit",
+    "alert_thresholds",
 )
 IMMUTABLE_FIELDS = ("entity_type", "entity_id", "resource_type", "parent_id")
 # The fields a create or delete records, in this order.
@@ -74,6 +77,8 @@ def audit_value(value):
         return None
     if isinstance(value, Decimal):
         return amount_text(value)
+    if isinstance(value, list | tuple):
+        return [audit_value(item) for item in value]
     return str(value)
 
 
@@ -106,7 +111,9 @@ def record_change(
     actor: Actor | None,
     reason: str,
 ) -> QuotaChange:
-    """Append one row to the audit trail, inside the caller's transaction."""
+    """Append one row to the audit trail, inside the caller's transaction, and the
+    ``quota.changed`` event that tells subscribers (DESIGN §7a): what changed and
+    why, not who (an actor's name is the trail's, for admins)."""
     actor = actor or Actor.system()
     # Only what really changed: a create has no old values and records the fields
     # it sets, not the options it leaves empty (no [null, null]).
@@ -116,7 +123,7 @@ def record_change(
         if (field in old or field in new)
         and audit_value(old.get(field)) != audit_value(new.get(field))
     }
-    return QuotaChange.objects.create(
+    entry = QuotaChange.objects.create(
         quota_id=quota.id,
         entity_type=quota.entity_type,
         entity_id=quota.entity_id,
@@ -128,3 +135,15 @@ def record_change(
         changes=changes,
         reason=reason,
     )
+    record_events(
+        [
+            quota_event(
+                EventType.QUOTA_CHANGED,
+                quota,
+                action=action,
+                changes=changes,
+                reason=reason,
+            )
+        ]
+    )
+    return entry

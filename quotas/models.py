@@ -152,6 +152,15 @@ class Quota(models.Model):
         db_persist=True,
         editable=False,
     )
+    # Alerts (DESIGN §7a): percents of the cap to alert at (null: ALERT_THRESHOLDS);
+    # the highest that fired and has not re-armed, and whether the soft limit did.
+    alert_thresholds = ArrayField(
+        models.DecimalField(max_digits=6, decimal_places=2), null=True, blank=True
+    )
+    alerted_level = models.DecimalField(
+        max_digits=6, decimal_places=2, default=Decimal("0"), editable=False
+    )
+    soft_alerted = models.BooleanField(default=False, editable=False)
     version = models.PositiveIntegerField(default=1, editable=False)
     created_at = models.DateTimeField(db_default=Now(), editable=False)
     updated_at = models.DateTimeField(db_default=Now(), editable=False)

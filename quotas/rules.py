@@ -296,6 +296,72 @@ def budget_breaches(
     return breaches
 
 
+# --- alerts (DESIGN §7a) ------------------------------------------------------------
+
+# A fired threshold re-arms once usage falls this many points (percent of the cap)
+# below it; the soft limit, once usage falls this share of the cap below it. The
+# engine applies the same rule (quotas/events/sql/hq_alerts.sql).
+REARM_POINTS = Decimal(5)
+MAX_ALERT_THRESHOLDS = 10
+MAX_ALERT_THRESHOLD = Decimal(1000)
+
+
+def alert_threshold_breaches(thresholds: list[Decimal] | None) -> list[Breach]:
+    """A quota's own thresholds: percents of its cap above 0 and at most 1000, each
+    once, at most ten (null: the ALERT_THRESHOLDS default; empty: no alerts)."""
+    if thresholds is None:
+        return []
+    if len(thresholds) > MAX_ALERT_THRESHOLDS:
+        return [
+            Breach(
+                "alert_thresholds",
+                f"At most {MAX_ALERT_THRESHOLDS} thresholds (got {len(thresholds)}).",
+            )
+        ]
+    breaches = []
+    for value in thresholds:
+        if not ZERO < value <= MAX_ALERT_THRESHOLD:
+            breaches.append(
+                Breach(
+                    "alert_thresholds",
+                    f"A threshold is a percent of the cap above 0 and at most "
+                    f"{amount_text(MAX_ALERT_THRESHOLD)} (got {amount_text(value)}).",
+                )
+            )
+    if len(set(thresholds)) != len(thresholds):
+        breaches.append(Breach("alert_thresholds", "Each threshold only once."))
+    return breaches
+
+
+@dataclass(frozen=True)
+class AlertEdges:
+    """What one change of usage fires: thresholds crossed upwards, thresholds
+    re-armed (back under), and the alerted level afterwards."""
+
+    crossed: tuple[Decimal, ...]
+    back_under: tuple[Decimal, ...]
+    alerted_level: Decimal
+
+
+def alert_edges(
+    *, thresholds: list[Decimal], alerted_level: Decimal, percent: Decimal
+) -> AlertEdges:
+    """Edge-triggered thresholds. ``alerted_level`` is the highest threshold that
+    fired and has not re-armed; a threshold above it that ``percent`` (of the cap)
+    has reached fires once; one at or below it re-arms (back under) once
+    ``percent`` is REARM_POINTS below it."""
+    crossed, back_under, level = [], [], ZERO
+    for threshold in thresholds:
+        if threshold > alerted_level and percent >= threshold:
+            crossed.append(threshold)
+            level = max(level, threshold)
+        elif threshold <= alerted_level and percent < threshold - REARM_POINTS:
+            back_under.append(threshold)
+        elif threshold <= alerted_level:
+            level = max(level, threshold)
+    return AlertEdges(tuple(crossed), tuple(back_under), level)
+
+
 def carry_forward(
     *,
     carryover_limit: Decimal,

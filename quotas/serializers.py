@@ -7,6 +7,17 @@ from horizon_quota.fields import AmountField, LowerChoiceField
 from quotas.models import BudgetPeriod, ClosedPeriod, EntityType, Quota, QuotaChange
 
 
+def _thresholds_field(**kwargs):
+    return serializers.ListField(
+        child=AmountField(integer_digits=4, places=2),
+        allow_null=True,
+        help_text="Percents of the cap at which the quota raises "
+        "`quota.threshold_crossed` events (DESIGN §7a): above 0, at most 1000, each "
+        "once, at most ten; null for the server's ALERT_THRESHOLDS, [] for none.",
+        **kwargs,
+    )
+
+
 def _ratio_field(**kwargs):
     return AmountField(
         integer_digits=3,
@@ -33,6 +44,7 @@ def _ratio_field(**kwargs):
                 "overcommit_ratio": 1,
                 "period": "month",
                 "carryover_limit": 500,
+                "alert_thresholds": [50, 80, 100],
                 "period_start": "2026-11-01T00:00:00Z",
                 "period_end": "2026-12-01T00:00:00Z",
                 "reserved": 250.5,
@@ -62,6 +74,7 @@ class QuotaSerializer(serializers.ModelSerializer):
     burst_limit = AmountField(allow_null=True)
     overcommit_ratio = _ratio_field()
     carryover_limit = AmountField()
+    alert_thresholds = _thresholds_field()
     reserved = AmountField(
         integer_digits=20,
         help_text="Held by the subtree's active allocations and not yet consumed.",
@@ -95,6 +108,7 @@ class QuotaSerializer(serializers.ModelSerializer):
             "overcommit_ratio",
             "period",
             "carryover_limit",
+            "alert_thresholds",
             "period_start",
             "period_end",
             "reserved",
@@ -156,6 +170,7 @@ class QuotaCreateSerializer(serializers.Serializer):
         help_text="Time-based resources only: how much unused budget moves into the "
         "next period (at most limit_value).",
     )
+    alert_thresholds = _thresholds_field(required=False, default=None)
 
     def validate_overcommit_ratio(self, value):
         return Decimal("1") if value is None else value
@@ -190,6 +205,7 @@ class QuotaUpdateSerializer(serializers.Serializer):
     overcommit_ratio = _ratio_field(required=False, allow_null=True)
     period = LowerChoiceField(choices=BudgetPeriod.choices, required=False)
     carryover_limit = AmountField(required=False)
+    alert_thresholds = _thresholds_field(required=False)
     force = serializers.BooleanField(required=False, default=False)
     version = serializers.IntegerField(
         required=False,

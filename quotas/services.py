@@ -51,6 +51,7 @@ from quotas.audit import (
     snapshot,
 )
 from quotas.budgets import period_bounds
+from quotas.events.services import raise_alerts
 from quotas.locking import lock_quotas
 from quotas.models import BudgetPeriod, ChangeAction, Quota, ResourceType
 from quotas.selectors import children_limit_sum, resource_type_get
@@ -149,12 +150,15 @@ def quota_create(
     overcommit_ratio: Decimal = Decimal("1"),
     period: str = BudgetPeriod.NONE,
     carryover_limit: Decimal = Decimal("0"),
+    alert_thresholds: list[Decimal] | None = None,
     actor: Actor | None = None,
     reason: str = "",
     scope: Scope | None = None,
 ) -> Quota:
     """Create a quota; a scoped key only below its scope entity's quotas. On a
-    time-based resource it may be a budget with a ``period`` (DESIGN §3a)."""
+    time-based resource it may be a budget with a ``period`` (DESIGN §3a). Its
+    ``alert_thresholds`` (percents of the cap; null: ALERT_THRESHOLDS) say when it
+    raises alerts (§7a)."""
     reason = change_reason_clean(reason)
     ensure_may_create_under(parent_id, scope)
     rtype = resource_type_get(slug=resource_type)
@@ -168,6 +172,7 @@ def quota_create(
             carryover_limit=carryover_limit,
             limit_value=limit_value,
         )
+        + rules.alert_threshold_breaches(alert_thresholds)
     )
 
     parent = None
@@ -210,6 +215,7 @@ def quota_create(
         overcommit_ratio=overcommit_ratio,
         period=period,
         carryover_limit=carryover_limit,
+        alert_thresholds=_sorted(alert_thresholds),
         period_start=period_start,
         period_end=period_end,
     )
@@ -230,6 +236,10 @@ def quota_create(
         reason=reason,
     )
     return quota
+
+
+def _sorted(thresholds: list[Decimal] | None) -> list[Decimal] | None:
+    return None if thresholds is None else sorted(thresholds)
 
 
 def _not_null(values: dict[str, Any], field: str) -> None:
@@ -294,7 +304,9 @@ def quota_update(
             carryover_limit=values["carryover_limit"],
             limit_value=limit_value,
         )
+        + rules.alert_threshold_breaches(values["alert_thresholds"])
     )
+    values["alert_thresholds"] = _sorted(values["alert_thresholds"])
     if limit_value != quota.limit_value or ratio != quota.overcommit_ratio:
         parent = locked.get(quota.parent_id)
         if parent is not None and limit_value != quota.limit_value:
@@ -333,6 +345,10 @@ def quota_update(
         quota.period_start, quota.period_end = period_bounds(quota.period)
         quota.carried_over = Decimal(0)
         saved += ["period_start", "period_end", "carried_over"]
+    if "alert_thresholds" in changed:
+        # New thresholds start unfired: those usage has already reached fire now.
+        quota.alerted_level = Decimal(0)
+        saved.append("alerted_level")
     quota.version += 1
     quota.updated_at = Now()
     quota.save(update_fields=saved)
@@ -347,6 +363,9 @@ def quota_update(
         actor=actor,
         reason=reason,
     )
+    # A new cap, soft limit or set of thresholds may cross one (still locked).
+    raise_alerts([quota.id])
+    quota.refresh_from_db()
     return quota
 
 

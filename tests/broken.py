@@ -349,3 +349,68 @@ def release_job_check_then_write(*, job_id):
                 job_id=allocation.job_id,
             )
     return active
+
+
+# --- Events (DESIGN §7a, P4) ------------------------------------------------------
+
+
+def alert_level_triggered(*, quota_id, thresholds=(80, 100)):
+    """After an allocation committed, look at the quota's usage from outside the
+    transaction and raise a crossing for each threshold it is at or above that has
+    no crossing yet: the level-triggered check a cron job or a client would do."""
+    from quotas.events.services import quota_event, record_events
+
+    quota = Quota.objects.get(id=quota_id)
+    percent = quota.used / quota.effective_limit * 100
+    for threshold in thresholds:
+        if percent < threshold:
+            continue
+        seen = quota_events_of(quota_id, "quota.threshold_crossed", threshold)
+        if seen:
+            continue
+        time.sleep(0.005)  # the time between the look and the write
+        with transaction.atomic():
+            record_events(
+                [
+                    quota_event(
+                        "quota.threshold_crossed",
+                        quota,
+                        threshold=threshold,
+                        used=quota.used,
+                        cap=quota.effective_limit,
+                    )
+                ]
+            )
+
+
+def quota_events_of(quota_id, event_type, threshold) -> int:
+    from quotas.events.models import Event
+
+    return Event.objects.filter(
+        quota_id=quota_id, type=event_type, data__threshold=threshold
+    ).count()
+
+
+def record_event_numbered_at_insert(event: dict) -> None:
+    """Writes an event whose public id is taken when it is written, as a plain
+    sequence would give it, rather than at the commit: a transaction that commits
+    later may then hold a smaller id than one a reader has already seen."""
+    import simplejson
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO events (id, type, occurred_at, quota_id, entity_type, "
+            "entity_id, resource_type, path, data) VALUES "
+            "(nextval('events_public_id_seq'), %s, now(), %s, %s, %s, %s, %s, "
+            "%s::jsonb)",
+            [
+                event["type"],
+                event["quota_id"],
+                event["entity_type"],
+                event["entity_id"],
+                event["resource_type"],
+                event["path"],
+                simplejson.dumps(event["data"], use_decimal=True),
+            ],
+        )

@@ -45,6 +45,8 @@ QUOTA_WIRE_FIELDS = {
     # Budgets (DESIGN §3a): on every quota, at their defaults on a concurrent one.
     "period",
     "carryover_limit",
+    # Alerts (DESIGN §7a): null means the server's ALERT_THRESHOLDS.
+    "alert_thresholds",
     "period_start",
     "period_end",
     "reserved",

@@ -56,6 +56,7 @@ OPERATIONS = [
     "DELETE /api/v1/jobs/{job_id}",
     "POST /api/v1/jobs/{job_id}/release",
     "POST /api/v1/jobs/{job_id}/renew",
+    "GET /api/v1/events",
 ]
 
 # positive_data_acceptance expects a 2xx for every schema-valid request. The schema

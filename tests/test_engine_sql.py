@@ -1,6 +1,7 @@
 """SQL functions kept as files are the one source of truth
 (horizon_quota/sqlfunctions.py): the engine's (allocations/sql) and the budget
-clock's and periods' (quotas/sql).
+clock's and periods' (quotas/sql), the outbox's and the alerts'
+(quotas/events/sql).
 
 Every live function in the database must be exactly what its file creates, and the
 newest migration that installs each set must have been written for the files as
@@ -16,12 +17,14 @@ from django.db import connection, transaction
 
 from allocations.engine import ENGINE, InstallEngine
 from quotas.budgets import QUOTA_FUNCTIONS, InstallQuotaFunctions
+from quotas.events.services import EVENT_FUNCTIONS, InstallEventFunctions
 
 pytestmark = pytest.mark.django_db
 
 SETS = {
     "allocations": (ENGINE, InstallEngine),
     "quotas": (QUOTA_FUNCTIONS, InstallQuotaFunctions),
+    "quotas.events": (EVENT_FUNCTIONS, InstallEventFunctions),
 }
 
 _DEFINITION = """

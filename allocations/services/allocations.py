@@ -16,7 +16,12 @@ from uuid import UUID
 from django.db.models import F, Q
 from django.db.models.functions import Now
 
-from allocations.engine import Outcome, budget_timezone, call, lock_budget_ms
+from allocations.engine import (
+    Outcome,
+    budget_timezone,
+    call,
+    lock_budget_ms,
+)
 from allocations.exceptions import (
     AlreadyReleased,
     Conflict,
@@ -31,6 +36,7 @@ from horizon_quota.amounts import amount_text, normalize_amount
 from horizon_quota.observability import ALLOCATION_OUTCOMES
 from quotas import rules
 from quotas.access.scoping import OutsideLevel, Scope, redact_levels
+from quotas.events.services import alert_thresholds
 from quotas.selectors import resource_type_get
 
 
@@ -224,6 +230,7 @@ def allocation_create(
         lock_budget_ms(),
         rate,
         budget_timezone(),
+        alert_thresholds(),
     )
     outcome = call("hq_allocate", *arguments)
     if outcome["outcome"] == Outcome.STALE:
@@ -341,6 +348,7 @@ def _release(
         consumed_value,
         lock_budget_ms(),
         budget_timezone(),
+        alert_thresholds(),
     )
     refusal = _allocation_refusal(allocation_id, outcome)
     if refusal is not None:
@@ -385,6 +393,7 @@ def allocation_consume(
         consumed_value,
         lock_budget_ms(),
         budget_timezone(),
+        alert_thresholds(),
     )
     refusal = _allocation_refusal(allocation_id, outcome)
     if refusal is not None:

@@ -18,7 +18,12 @@ from uuid import UUID
 from django.db.models import F, Q
 from django.db.models.functions import Now
 
-from allocations.engine import Outcome, budget_timezone, call, lock_budget_ms
+from allocations.engine import (
+    Outcome,
+    budget_timezone,
+    call,
+    lock_budget_ms,
+)
 from allocations.exceptions import (
     AlreadyReleased,
     Conflict,
@@ -43,6 +48,7 @@ from allocations.services.allocations import (
 from horizon_quota.amounts import amount_text, normalize_amount
 from horizon_quota.observability import ALLOCATION_OUTCOMES
 from quotas.access.scoping import OutsideLevel, Scope
+from quotas.events.services import alert_thresholds
 
 MAX_RESOURCES = 16
 
@@ -240,6 +246,7 @@ def job_admit(
         *_scope_params(scope),
         lock_budget_ms(),
         budget_timezone(),
+        alert_thresholds(),
     )
     outcome = call("hq_admit", *arguments)
     if outcome["outcome"] == Outcome.STALE:
@@ -365,6 +372,7 @@ def job_release(
         *_scope_params(scope),
         lock_budget_ms(),
         budget_timezone(),
+        alert_thresholds(),
     )
     kind = Outcome(outcome["outcome"])
     if kind == Outcome.NONE_ACTIVE:

@@ -19,6 +19,13 @@ from allocations.exceptions import NotFound
 from allocations.models import Allocation, AllocationStatus, UsageRepair
 from allocations.selectors import GONE_SQL, usage_drift
 from allocations.services.allocations import allocation_expire
+from quotas.events.models import EventType
+from quotas.events.services import (
+    alert_thresholds,
+    quota_event,
+    raise_alerts,
+    record_events,
+)
 from quotas.locking import lock_quotas
 from quotas.models import Quota
 
@@ -139,6 +146,25 @@ def _usage_repair_batch(*, run_id: UUID, quota_ids: list[UUID]) -> list[UsageRep
                     SET_BOOKS_SQL, [list(ids), list(reserved), list(consumed)]
                 )
             UsageRepair.objects.bulk_create(repairs)
+            # The books changed: say so (DESIGN §7a), with the alerts of the
+            # usage each quota now has; the rows are still locked.
+            record_events(
+                [
+                    quota_event(
+                        EventType.USAGE_REPAIRED,
+                        locked[repair.quota_id],
+                        run_id=str(run_id),
+                        stored=repair.stored,
+                        actual=repair.actual,
+                        stored_reserved=repair.stored_reserved,
+                        actual_reserved=repair.actual_reserved,
+                        stored_consumed=repair.stored_consumed,
+                        actual_consumed=repair.actual_consumed,
+                    )
+                    for repair in repairs
+                ]
+            )
+            raise_alerts(ids)
     return repairs
 
 
@@ -286,9 +312,11 @@ def _roll_one() -> bool:
         if claimed is None:
             return False
         # Under our lock, as the engine rolls a level: every closed period is
-        # recorded once (budget_periods_once is the backstop).
+        # recorded once (budget_periods_once is the backstop) and written as an
+        # event, with the alerts of the usage the new period starts with.
         cursor.execute(
-            "SELECT (hq_roll(%s, hq_now(), %s)).id", [claimed[0], budget_timezone()]
+            "SELECT hq_alerts(ARRAY[hq_roll(%s, hq_now(), %s)], %s)",
+            [claimed[0], budget_timezone(), alert_thresholds()],
         )
     return True
 

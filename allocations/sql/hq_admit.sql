@@ -19,7 +19,8 @@
 CREATE OR REPLACE FUNCTION hq_admit(
     p_entity_type text, p_entity_id text, p_job uuid, p_resources jsonb,
     p_rates jsonb, p_allow_burst boolean, p_metadata jsonb, p_ttl integer,
-    p_scope_type text, p_scope_id text, p_lock_budget_ms integer, p_tz text
+    p_scope_type text, p_scope_id text, p_lock_budget_ms integer, p_tz text,
+    p_alerts numeric[]
 ) RETURNS json LANGUAGE plpgsql SET lock_timeout = 0 AS $$
 DECLARE
     v_deadline timestamptz := hq_deadline(p_lock_budget_ms);
@@ -36,6 +37,7 @@ DECLARE
     v_level_ids uuid[];
     v_level_of int[];
     v_row quotas%ROWTYPE;
+    v_rows quotas[] := '{}';
     v_burst boolean[];
     v_levels json := '{}';
     n int;
@@ -139,7 +141,9 @@ BEGIN
         v_burst[v_level_of[j]] := v_burst[v_level_of[j]]
             OR v_row.used > (v_row.limit_value + v_row.carried_over)
                             * v_row.overcommit_ratio;
+        v_rows := v_rows || v_row;
     END LOOP;
+    PERFORM hq_alerts(v_rows, p_alerts);
 
     UPDATE allocations a SET is_burst = true
       FROM unnest(v_resources, v_burst) AS b(resource, burst)

@@ -23,7 +23,7 @@ CREATE OR REPLACE FUNCTION hq_allocate(
     p_entity_type text, p_entity_id text, p_resource text, p_job uuid,
     p_requested numeric, p_allow_burst boolean, p_metadata jsonb, p_ttl integer,
     p_scope_type text, p_scope_id text, p_lock_budget_ms integer, p_rate numeric,
-    p_tz text
+    p_tz text, p_alerts numeric[]
 ) RETURNS json LANGUAGE plpgsql SET lock_timeout = 0 AS $$
 DECLARE
     v_deadline timestamptz := hq_deadline(p_lock_budget_ms);
@@ -32,6 +32,7 @@ DECLARE
     v_alloc allocations%ROWTYPE;
     v_history uuid;
     v_row quotas%ROWTYPE;
+    v_rows quotas[] := '{}';
     v_levels json[] := '{}';
     v_burst boolean := false;
     v_attempt int := 0;
@@ -121,7 +122,10 @@ BEGIN
         v_burst := v_burst OR v_row.used > (v_row.limit_value + v_row.carried_over)
                                            * v_row.overcommit_ratio;
         v_levels := v_levels || hq_level(v_row, 0, p_allow_burst);
+        v_rows := v_rows || v_row;
     END LOOP;
+    -- Every level is charged and still locked: the alerts of what this crossed.
+    PERFORM hq_alerts(v_rows, p_alerts);
 
     IF v_burst THEN
         UPDATE allocations SET is_burst = true WHERE id = v_alloc.id;

@@ -12,14 +12,16 @@
 -- levels. Levels that no longer exist are passed over.
 CREATE OR REPLACE FUNCTION hq_charge_path(
     p_path uuid[], p_reserve numeric, p_consume numeric, p_now timestamptz,
-    p_tz text, p_deadline timestamptz
+    p_tz text, p_deadline timestamptz, p_alerts numeric[]
 ) RETURNS timestamptz LANGUAGE plpgsql AS $$
 DECLARE
     v_row quotas%ROWTYPE;
+    v_rows quotas[];
     i int;
 BEGIN
     <<walk>>
     LOOP
+        v_rows := '{}';
         FOR i IN 1 .. coalesce(cardinality(p_path), 0) LOOP
             PERFORM hq_lock_budget(p_deadline);
             v_row := hq_charge(p_path[i], p_reserve, p_consume, false, false,
@@ -32,7 +34,10 @@ BEGIN
                 p_now := v_row.period_start;
                 CONTINUE walk;
             END IF;
+            v_rows := v_rows || v_row;
         END LOOP;
+        -- Usage went down (a release) or up (a consumption): alerts either way.
+        PERFORM hq_alerts(v_rows, p_alerts);
         RETURN p_now;
     END LOOP;
 END

@@ -7,7 +7,8 @@
 --      never refused: consumption beyond the reservation (an overrun) is charged
 --      all the same and may take a level past its cap.
 CREATE OR REPLACE FUNCTION hq_consume(
-    p_id uuid, p_value numeric, p_lock_budget_ms integer, p_tz text
+    p_id uuid, p_value numeric, p_lock_budget_ms integer, p_tz text,
+    p_alerts numeric[]
 ) RETURNS json LANGUAGE plpgsql SET lock_timeout = 0 AS $$
 DECLARE
     v_deadline timestamptz := hq_deadline(p_lock_budget_ms);
@@ -56,10 +57,12 @@ BEGIN
             v_alloc.entity_id, v_alloc.resource_type, v_alloc.allocated_value,
             'consume', v_alloc.job_id, v_now, v_alloc.metadata, v_delta);
     SELECT path INTO v_path FROM quotas WHERE id = v_alloc.quota_id;
-    v_when := hq_charge_path(v_path, -v_reserve, v_delta, v_now, p_tz, v_deadline);
+    v_when := hq_charge_path(v_path, -v_reserve, v_delta, v_now, p_tz, v_deadline,
+                             p_alerts);
     IF v_when <> v_now THEN
         UPDATE usage_history SET timestamp = v_when WHERE id = v_history;
     END IF;
+    PERFORM hq_allocation_events(v_alloc, p_value - v_delta, false);
     RETURN json_build_object('outcome', 'consumed', 'allocation', row_to_json(v_alloc));
 END
 $$;

@@ -11,7 +11,7 @@
 -- Every lock wait of the call shares one budget (hq_lock_budget).
 CREATE OR REPLACE FUNCTION hq_release(
     p_id uuid, p_status text, p_only_expired boolean, p_consumed numeric,
-    p_lock_budget_ms integer, p_tz text
+    p_lock_budget_ms integer, p_tz text, p_alerts numeric[]
 ) RETURNS json LANGUAGE plpgsql SET lock_timeout = 0 AS $$
 DECLARE
     v_deadline timestamptz := hq_deadline(p_lock_budget_ms);
@@ -80,11 +80,14 @@ BEGIN
             CASE WHEN p_status = 'expired' THEN 'expire' ELSE 'release' END,
             v_alloc.job_id, v_now, v_alloc.metadata, v_delta);
     SELECT path INTO v_path FROM quotas WHERE id = v_alloc.quota_id;
-    v_when := hq_charge_path(v_path, -v_reserve, v_delta, v_now, p_tz, v_deadline);
+    v_when := hq_charge_path(v_path, -v_reserve, v_delta, v_now, p_tz, v_deadline,
+                             p_alerts);
     IF v_when <> v_now THEN
         -- Charged in a later period than this statement's clock (hq_charge_path).
         UPDATE usage_history SET timestamp = v_when WHERE id = v_history;
     END IF;
+    PERFORM hq_allocation_events(v_alloc, v_final - v_delta,
+                                 p_status = 'expired');
     RETURN json_build_object('outcome', 'released', 'allocation', row_to_json(v_alloc));
 END
 $$;

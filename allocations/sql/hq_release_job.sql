@@ -10,7 +10,7 @@
 --      (hq_charge_path): consumed += the last increment, reserved -= the rest.
 CREATE OR REPLACE FUNCTION hq_release_job(
     p_job uuid, p_consumed jsonb, p_scope_type text, p_scope_id text,
-    p_lock_budget_ms integer, p_tz text
+    p_lock_budget_ms integer, p_tz text, p_alerts numeric[]
 ) RETURNS json LANGUAGE plpgsql SET lock_timeout = 0 AS $$
 DECLARE
     v_deadline timestamptz := hq_deadline(p_lock_budget_ms);
@@ -97,10 +97,13 @@ BEGIN
         SELECT path INTO v_path FROM quotas WHERE id = v_alloc.quota_id;
         v_when := hq_charge_path(
             v_path, -greatest(0, v_alloc.allocated_value - v_alloc.consumed_value),
-            v_finals[i] - v_alloc.consumed_value, v_now, p_tz, v_deadline);
+            v_finals[i] - v_alloc.consumed_value, v_now, p_tz, v_deadline, p_alerts);
         IF v_when <> v_now THEN
             UPDATE usage_history SET timestamp = v_when WHERE id = v_history;
         END IF;
+        PERFORM hq_allocation_events(
+            (SELECT a FROM allocations a WHERE a.id = v_alloc.id),
+            v_alloc.consumed_value, false);
     END LOOP;
     RETURN json_build_object(
         'outcome', 'released',

@@ -2,7 +2,8 @@
 -- anything else touches it. The caller holds the row's lock, so each closed period
 -- is recorded exactly once (budget_periods_once is the backstop); then the level
 -- starts the current period with its carry-over and nothing consumed, its
--- reservations kept (running jobs keep them). Returns the row as it now stands.
+-- reservations kept (running jobs keep them). Each closed period is noted as a
+-- `budget.period_closed` event (hq_note). Returns the row as it now stands.
 CREATE OR REPLACE FUNCTION hq_roll(p_id uuid, p_now timestamptz, p_tz text)
 RETURNS quotas LANGUAGE plpgsql AS $$
 DECLARE
@@ -20,6 +21,11 @@ BEGIN
                 v_q.limit_value, v_closed.began_with, v_closed.spent,
                 v_closed.handed_on)
         ON CONFLICT (quota_id, period_start) DO NOTHING;
+        PERFORM hq_note('budget.period_closed', v_q, jsonb_build_object(
+            'period', v_q.period, 'period_start', v_closed.closed_start,
+            'period_end', v_closed.closed_end, 'limit_value', v_q.limit_value,
+            'carried_over', v_closed.began_with, 'consumed', v_closed.spent,
+            'carried_forward', v_closed.handed_on));
         v_last := v_closed;
     END LOOP;
     IF v_last IS NULL THEN

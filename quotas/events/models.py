@@ -1,4 +1,6 @@
+import json
 import uuid
+from decimal import Decimal
 
 from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import GinIndex
@@ -22,19 +24,30 @@ class EventType(models.TextChoices):
     TEST = "webhook.test", "webhook.test"
 
 
+class ExactJSONDecoder(json.JSONDecoder):
+    """Numbers with a fraction read back as exact ``Decimal`` (amounts in ``data``)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("parse_float", Decimal)
+        super().__init__(*args, **kwargs)
+
+
 class Event(models.Model):
     """One event of the outbox (DESIGN §7a). Append-only.
 
     Written in the transaction that caused it, by the engine (crossings, overruns,
-    expiries, closed periods: allocations/sql/hq_emit.sql) or by the services
-    (quota changes, repairs: ``quotas.events.services.record_event``). Both take the
-    event sequencer (an advisory lock held to the commit) before they take an id,
-    so ids are committed in order: a consumer that reads ``id > last`` never misses
-    or repeats an event. The quota's identity is copied in, with no database-level
-    foreign key: events outlive their quota.
+    expiries, closed periods: ``hq_note``) or by the services (quota changes,
+    repairs: ``quotas.events.services.record_events``). Its public ``id`` is given
+    at the commit, under the event sequencer (``hq_sequence_event``, a deferred
+    constraint trigger), so ids are given in commit order: a consumer that reads
+    ``id > last`` never misses or repeats an event. Until then (inside the writing
+    transaction) it is null. The quota's identity is copied in, with no
+    database-level foreign key: events outlive their quota.
     """
 
-    id = models.BigAutoField(primary_key=True)
+    # The row's own key, in write order; only ``id`` is ever shown.
+    row_id = models.BigAutoField(primary_key=True)
+    id = models.BigIntegerField(unique=True, null=True, editable=False)
     type = models.CharField(max_length=40, choices=EventType.choices)
     occurred_at = models.DateTimeField(db_default=Now())
     quota = models.ForeignKey(
@@ -52,12 +65,13 @@ class Event(models.Model):
     resource_type = models.CharField(max_length=50, blank=True)
     # The path of the quota (its id and its ancestors'), for scoped feeds.
     path = ArrayField(models.UUIDField(), default=list)
-    data = models.JSONField(default=dict)
+    data = models.JSONField(default=dict, decoder=ExactJSONDecoder)
 
     class Meta:
         db_table = "events"
         indexes = [
-            # The feed filtered by type, in id order.
+            # The feed filtered by type, in id order (the unique index on id serves
+            # the unfiltered feed).
             models.Index(fields=["type", "id"], name="events_type_idx"),
             # A scoped feed: events whose path holds the scope entity's quotas.
             GinIndex(fields=["path"], name="events_path_gin"),
@@ -83,6 +97,8 @@ class WebhookEndpoint(models.Model):
         max_length=12, choices=EntityType.choices, null=True, blank=True
     )
     scope_entity_id = models.CharField(max_length=255, null=True, blank=True)
+    # The quota id the scope was given as, if it was (it names that quota's entity).
+    scope_quota_id = models.UUIDField(null=True, blank=True)
     enabled = models.BooleanField(default=True)
     # Standard Webhooks secret (whsec_…): shown once, when created; kept to sign.
     secret = models.CharField(max_length=100, editable=False)
@@ -158,6 +174,9 @@ class WebhookDelivery(models.Model):
             ),
         ]
 
+    def __str__(self):
+        return f"event {self.event_id} to {self.endpoint_id} ({self.status})"
+
 
 class WebhookAttempt(models.Model):
     """The delivery log: one row per attempt."""
@@ -182,3 +201,6 @@ class WebhookAttempt(models.Model):
         indexes = [
             models.Index(fields=["endpoint", "-id"], name="webhook_attempts_log_idx"),
         ]
+
+    def __str__(self):
+        return f"event {self.event_id}, attempt {self.attempt}: {self.status_code}"
