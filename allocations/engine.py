@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import connection
 
 from horizon_quota.sqlfunctions import InstallSqlFunctions, SqlFunctions
+from quotas.access.throttling import counted_engine_call
 
 ENGINE = SqlFunctions(
     directory=Path(__file__).resolve().parent / "sql",
@@ -102,9 +102,9 @@ def lock_budget_ms() -> int:
 
 
 def call(function: str, *params) -> dict[str, Any]:
-    """Call one engine function as one statement; its JSON answer, amounts exact."""
+    """Call one engine function as one statement; its JSON answer, amounts exact.
+    The request's write, if the rate limit still has to count it, is counted in
+    the same statement (quotas.access.throttling.counted_engine_call)."""
     placeholders = ", ".join(["%s"] * len(params))
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT {function}({placeholders})::text", params)
-        raw = cursor.fetchone()[0]
+    raw = counted_engine_call(f"{function}({placeholders})::text", list(params))
     return json.loads(raw, parse_float=Decimal)

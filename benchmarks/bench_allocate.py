@@ -112,6 +112,8 @@ def _dsn(settings, name):
 # budget scenario consumes it, per month.
 CONCURRENT = "concurrent_gpus"
 BUDGET = "gpu_hours"
+# A job's resources in the job scenario (issue #11): GPUs, memory and storage.
+JOB_RESOURCES = (CONCURRENT, "memory_gb", "storage_gb")
 
 
 def build_trees(clients):
@@ -140,6 +142,21 @@ def build_trees(clients):
         make("user", f"hot-user-{c}", big / 4 / clients, teams[c % 4]).entity_id
         for c in range(clients)
     ]
+    # The same hot tree on the job's other resources.
+    for rtype in JOB_RESOURCES[1:]:
+        job_org = make("organization", "hot-org", big, rtype=rtype)
+        job_teams = [
+            make("team", f"hot-team-{t}", big / 4, job_org, rtype=rtype)
+            for t in range(4)
+        ]
+        for c in range(clients):
+            make(
+                "user",
+                f"hot-user-{c}",
+                big / 4 / clients,
+                job_teams[c % 4],
+                rtype=rtype,
+            )
     monthly = {"rtype": BUDGET, "period": "month"}
     budget_org = make("organization", "hot-org", big, **monthly)
     budget_teams = [
@@ -208,6 +225,7 @@ def drive(port, key, mode, users, seconds, clients, threads, rtype=CONCURRENT):
             **os.environ,
             "HQ_MODE": mode,
             "HQ_RESOURCE": rtype,
+            "HQ_RESOURCES": ",".join(JOB_RESOURCES),
             "HQ_KEY": key,
             "HQ_USERS": ",".join(users),
             "HQ_OUT": out.name,
@@ -264,7 +282,7 @@ def wait_for(port, deadline=30):
     while time.time() < end:
         try:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/bench/trivial")
+            conn.request("GET", "/bench/bare")
             if conn.getresponse().status == 200:
                 return
         except OSError:
@@ -352,12 +370,14 @@ def main():
         connection.close()
 
         port = free_port()
+        log_path = Path(tempfile.gettempdir()) / f"horizon-quota-bench-{port}.log"
+        log_file = log_path.open("w")
         gunicorn = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
                 "gunicorn",
-                "horizon_quota.wsgi",
+                "benchmarks.wsgi:application",
                 "--bind",
                 f"127.0.0.1:{port}",
                 "--workers",
@@ -369,6 +389,10 @@ def main():
             ],
             cwd=ROOT,
             env={**os.environ, "DJANGO_SETTINGS_MODULE": "benchmarks.settings"},
+            # The service logs every request (default settings): to a file, as a
+            # deployment's log collector would take them.
+            stdout=log_file,
+            stderr=log_file,
         )
         wait_for(port)
         global _GUNICORN_PID
@@ -376,17 +400,33 @@ def main():
         n, t, w = args.clients, int(args.seconds), args.wrk_threads
         print(
             f"clients={n} seconds={t} gunicorn sync workers={args.workers} "
-            f"database={'DATABASE_URL' if 'hq_bench_' in url else 'embedded'}",
+            f"database={'DATABASE_URL' if 'hq_bench_' in url else 'embedded'} "
+            f"API_WRITE_RATE={os.environ['API_WRITE_RATE']} (app log: {log_path})",
             flush=True,
         )
 
-        rows = {"trivial": drive(port, key, "trivial", hot_users, t, n, w)}
+        rows = {
+            "bare": drive(port, key, "bare", hot_users, t, n, w),
+            "trivial": drive(port, key, "trivial", hot_users, t, n, w),
+        }
         invariants = {}
         for name, users in (("spread", spread_users), ("hot", hot_users)):
             rows[name] = drive(port, key, "allocate", users, t, n, w)
             rows[f"{name} mixed"] = drive(port, key, "mixed", users, t, n, w)
             invariants[name] = check_invariants()
             connection.close()
+
+        # Events (issue #12): the same hot allocations with no alert thresholds on
+        # the hot tree, so the engine evaluates none; then the floor.
+        set_hot_alerts(enabled=False)
+        rows["hot, no alerts"] = drive(port, key, "allocate", hot_users, t, n, w)
+        set_hot_alerts(enabled=True)
+        rows["floor"] = drive(port, key, "floor", hot_users, t, n, w)
+        invariants["floor"] = check_invariants()
+
+        # Jobs (issue #11): one admission of three resources per request.
+        rows["job ×3"] = drive(port, key, "job", hot_users, t, n, w)
+        invariants["job"] = check_invariants()
 
         # The budget scenario: the same hot tree as a monthly gpu_hours budget;
         # allocate only, then allocate + consume + settle.
@@ -395,9 +435,10 @@ def main():
         invariants["budget"] = check_invariants()
         connection.close()
 
-        # The baseline again, last: the ratios use the mean of both, so a drift of
-        # the machine during the run does not favour either side.
+        # The baselines again, last: the ratios use the mean of both, so a drift
+        # of the machine during the run does not favour either side.
         rows["trivial again"] = drive(port, key, "trivial", hot_users, t, n, w)
+        rows["bare again"] = drive(port, key, "bare", hot_users, t, n, w)
 
         window = budget_window = None
         if commit_timestamps:
@@ -424,26 +465,60 @@ def main():
             gunicorn.wait(timeout=30)
         cleanup_db()
 
+    report(rows, invariants, window, budget_window)
+    return 0 if all(r["p1"] and r["p2"] for r in invariants.values()) else 1
+
+
+def set_hot_alerts(*, enabled: bool) -> None:
+    """No thresholds (``[]``) on every quota of the hot trees, or the default
+    (``null``: ALERT_THRESHOLDS) again."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE quotas SET alert_thresholds = %s WHERE entity_id LIKE 'hot-%%'",
+            [None if enabled else []],
+        )
+    connection.close()
+
+
+def report(rows, invariants, window, budget_window) -> None:
+    bare = (rows["bare"]["rate"] + rows["bare again"]["rate"]) / 2
     trivial = (rows["trivial"]["rate"] + rows["trivial again"]["rate"]) / 2
     print(
-        f"\n{'phase':<14}{'req/s':>9}{'alloc/s':>9}{'release/s':>10}{'p50 ms':>9}"
-        f"{'p99 ms':>9}{'errors':>8}{'alloc/s ÷ trivial':>19}"
+        f"\n{'phase':<15}{'req/s':>9}{'alloc/s':>9}{'release/s':>10}{'p50 ms':>9}"
+        f"{'p99 ms':>9}{'errors':>8}{'÷ bare':>8}{'÷ trivial':>10}"
         f"{'CPU ms/req app':>16}{'db':>6}{'client':>8}\n"
-        f"(trivial = mean of the two baseline phases: {trivial:.1f} req/s)"
+        f"(bare = a DRF view without middleware or authentication, {bare:.1f} req/s;"
+        f" trivial = the same view under the service's middleware, {trivial:.1f} "
+        "req/s; each the mean of two phases)"
     )
     for name, row in rows.items():
         print(
-            f"{name:<14}{row['rate']:>9.1f}{row['allocations_per_s']:>9.1f}"
+            f"{name:<15}{row['rate']:>9.1f}{row['allocations_per_s']:>9.1f}"
             f"{row['releases_per_s']:>10.1f}{row['p50_ms']:>9.2f}{row['p99_ms']:>9.2f}"
             f"{row['failed'] + row['refused']:>8}"
-            f"{row['allocations_per_s'] / trivial:>19.3f}"
+            f"{row['allocations_per_s'] / bare:>8.3f}"
+            f"{row['allocations_per_s'] / trivial:>10.3f}"
             f"{row['app_cpu_ms']:>16.2f}{row['db_cpu_ms']:>6.2f}"
             f"{row['client_cpu_ms']:>8.2f}"
         )
-    hot, spread = rows["hot"]["allocations_per_s"], rows["spread"]["allocations_per_s"]
-    budget = rows["budget"]["allocations_per_s"]
-    print(f"\nhot ÷ spread (allocations/s) = {hot / spread:.3f}")
-    print(f"budget ÷ hot (allocations/s, same tree) = {budget / hot:.3f}")
+    per_s = {name: row["allocations_per_s"] for name, row in rows.items()}
+    print(f"\nhot ÷ spread (allocations/s) = {per_s['hot'] / per_s['spread']:.3f}")
+    budget_ratio = per_s["budget"] / per_s["hot"]
+    print(f"budget ÷ hot (allocations/s, same tree) = {budget_ratio:.3f}")
+    print(
+        "job ×3 ÷ hot (admissions of 3 resources/s ÷ allocations/s, same tree) = "
+        f"{per_s['job ×3'] / per_s['hot']:.3f}"
+    )
+    print(
+        "hot ÷ hot, no alerts (alert thresholds evaluated ÷ none) = "
+        f"{per_s['hot'] / per_s['hot, no alerts']:.3f}"
+    )
+    print(
+        "floor ÷ bare (the engine's statement without the framework) = "
+        f"{per_s['floor'] / bare:.3f}"
+    )
     mixed = rows["budget mixed"]
     print(
         f"budget mixed: {mixed['allocations_per_s']:.1f} allocations/s, "
@@ -471,7 +546,6 @@ def main():
         )
     if not window:
         print("lock window not measured (track_commit_timestamp is off on that server)")
-    return 0 if all(r["p1"] and r["p2"] for r in invariants.values()) else 1
 
 
 if __name__ == "__main__":

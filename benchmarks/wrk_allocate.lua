@@ -1,6 +1,9 @@
 -- wrk script for benchmarks/bench_allocate.py.
--- HQ_MODE=trivial: GET the baseline endpoint.
+-- HQ_MODE=trivial: GET the baseline endpoint under the service's middleware.
+-- HQ_MODE=bare: GET the same view without any middleware (benchmarks/wsgi.py).
 -- HQ_MODE=allocate: every request allocates 1 unit for a new job.
+-- HQ_MODE=floor: the same allocations through the bare WSGI floor handler.
+-- HQ_MODE=job: every request admits a new job of 1 unit of each of HQ_RESOURCES.
 -- HQ_MODE=mixed: each connection alternates allocate and release of what it got.
 -- HQ_MODE=budget: allocate, report consumption, settle with a final value (a budget).
 -- HQ_RESOURCE: the resource type to allocate (default concurrent_gpus).
@@ -9,6 +12,11 @@
 
 local mode = os.getenv("HQ_MODE")
 local resource = os.getenv("HQ_RESOURCE") or "concurrent_gpus"
+local job_resources = {}
+for slug in string.gmatch(os.getenv("HQ_RESOURCES") or "", "[^,]+") do
+  table.insert(job_resources, '"' .. slug .. '":1')
+end
+local job_resources_json = "{" .. table.concat(job_resources, ",") .. "}"
 local key = os.getenv("HQ_KEY")
 local out = os.getenv("HQ_OUT")
 local all_users = {}
@@ -55,6 +63,9 @@ function request()
   if mode == "trivial" then
     return wrk.format("GET", "/bench/trivial", headers)
   end
+  if mode == "bare" then
+    return wrk.format("GET", "/bench/bare", headers)
+  end
   if mode == "mixed" and #pending > 0 then
     local id = table.remove(pending)
     return wrk.format("DELETE", "/api/v1/allocations/" .. id, headers)
@@ -75,16 +86,27 @@ function request()
   local user = users[(next_user % #users) + 1]
   next_user = next_user + 1
   headers["Content-Type"] = "application/json"
+  if mode == "job" then
+    local body = '{"entity_type":"user","entity_id":"' .. user ..
+        '","job_id":"' .. uuid4() .. '","resources":' .. job_resources_json .. '}'
+    local req = wrk.format("POST", "/api/v1/jobs", headers, body)
+    headers["Content-Type"] = nil
+    return req
+  end
   local body = '{"entity_type":"user","entity_id":"' .. user ..
       '","resource_type":"' .. resource .. '","requested_value":1,"job_id":"' ..
       uuid4() .. '"}'
-  local req = wrk.format("POST", "/api/v1/allocations", headers, body)
+  local path = "/api/v1/allocations"
+  if mode == "floor" then
+    path = "/bench/floor/allocations"
+  end
+  local req = wrk.format("POST", path, headers, body)
   headers["Content-Type"] = nil
   return req
 end
 
 function response(status, headers, body)
-  if mode == "trivial" then
+  if mode == "trivial" or mode == "bare" then
     return
   end
   if status == 201 then

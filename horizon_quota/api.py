@@ -21,6 +21,7 @@ from django.db.models import Field, Q
 from django.http import Http404, JsonResponse
 from django.utils import timezone
 from rest_framework import exceptions, status
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.pagination import BasePagination
 from rest_framework.parsers import JSONParser
 from rest_framework.renderers import JSONRenderer
@@ -274,6 +275,27 @@ class StrictJSONParser(JSONParser):
             raise exceptions.ParseError(f"Malformed JSON: {exc}") from None
         except RecursionError:
             raise exceptions.ParseError("Malformed JSON: nested too deeply") from None
+
+
+class JsonNegotiation(DefaultContentNegotiation):
+    """DRF's content negotiation, with the common case answered at once: a view
+    that renders only JSON, asked with no ``Accept`` header or one that takes any
+    type or JSON as such. Parsing the header took 7 % of an allocation's
+    application CPU (issue #13); anything else is negotiated as DRF does, 406
+    included."""
+
+    _TAKES_JSON = frozenset({"", "*/*", "application/json", "application/*"})
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        if len(renderers) == 1 and not format_suffix:
+            accept = request.META.get("HTTP_ACCEPT", "").strip().lower()
+            if (
+                accept in self._TAKES_JSON
+                and renderers[0].media_type == "application/json"
+                and self.settings.URL_FORMAT_OVERRIDE not in request.query_params
+            ):
+                return renderers[0], renderers[0].media_type
+        return super().select_renderer(request, renderers, format_suffix)
 
 
 class DecimalJSONRenderer(JSONRenderer):

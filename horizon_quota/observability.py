@@ -114,9 +114,18 @@ class RequestObservabilityMiddleware:
         request_id = sent if _REQUEST_ID.fullmatch(sent) else uuid.uuid4().hex
         token = _request_id.set(request_id)
         request.request_id = request_id
+        # Work the view leaves for after its answer (e.g. counting a write that
+        # never reached the engine: quotas/access/throttling.py).
+        request.after_response = []
         began = time.perf_counter()
         try:
             response = self.get_response(request)
+            for callback in request.after_response:
+                try:
+                    callback()
+                except DatabaseError:
+                    DATABASE_ERRORS.labels("after_response").inc()
+                    request_logger.exception("after-response work failed")
         finally:
             _request_id.reset(token)
         elapsed = time.perf_counter() - began

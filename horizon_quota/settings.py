@@ -62,15 +62,17 @@ INSTALLED_APPS = [
     "allocations",
 ]
 
+# Sessions, users and messages serve browsers (the admin): horizon_quota.middleware
+# skips them for /api/, /health and /metrics.
 MIDDLEWARE = [
     "horizon_quota.observability.RequestObservabilityMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    "horizon_quota.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "horizon_quota.middleware.AuthenticationMiddleware",
+    "horizon_quota.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last, as django-axes asks: it turns a locked-out login into its lockout answer.
     "axes.middleware.AxesMiddleware",
@@ -168,6 +170,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["quotas.access.permissions.RolePermission"],
     "DEFAULT_PARSER_CLASSES": ["horizon_quota.api.StrictJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["horizon_quota.api.DecimalJSONRenderer"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "horizon_quota.api.JsonNegotiation",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "horizon_quota.api.LinkHeaderCursorPagination",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -203,10 +206,14 @@ SPECTACULAR_SETTINGS = {
 API_KEY_CACHE_SECONDS = env_int("API_KEY_CACHE_SECONDS", 10, minimum=0)
 API_PAGE_SIZE = env_int("API_PAGE_SIZE", 100, minimum=1)
 API_MAX_PAGE_SIZE = env_int("API_MAX_PAGE_SIZE", 1000, minimum=1)
-# Writes per API key (POST/PUT/PATCH/DELETE under /api/v1), counted in PostgreSQL so
-# the limit holds across worker processes (quotas/access/throttling.py); "0" or "off"
-# disables it. Parsed here so that a bad value stops start-up.
+# Writes per API key (POST/PUT/PATCH/DELETE under /api/v1) of admin and viewer keys,
+# counted in PostgreSQL so the limit holds across worker processes
+# (quotas/access/throttling.py); "0" or "off" disables it. Parsed here so that a
+# bad value stops start-up.
 API_WRITE_RATE = env_rate("API_WRITE_RATE", "6000/min")
+# Scheduler keys: far above one scheduler's peak (the limit stops a runaway client,
+# it does not pace a scheduler). A key's own write_rate overrides either.
+API_SCHEDULER_WRITE_RATE = env_rate("API_SCHEDULER_WRITE_RATE", "600000/min")
 # Request bodies above this answer 413 payload_too_large.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("API_MAX_BODY_BYTES", 1024 * 1024, minimum=1)
 # JSON nested deeper than this answers 400 invalid_input (checked before parsing).

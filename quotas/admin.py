@@ -309,7 +309,7 @@ class ApiKeyAddForm(forms.ModelForm):
 
     class Meta:
         model = ApiKey
-        fields = ["name", "role", "expires_at"]
+        fields = ["name", "role", "expires_at", "write_rate"]
 
     def _post_clean(self):
         pass  # the service validates and saves
@@ -324,6 +324,7 @@ class ApiKeyAddForm(forms.ModelForm):
                 role=cleaned.get("role") or "",
                 scope=cleaned.get("scope") or None,
                 expires_at=cleaned.get("expires_at"),
+                write_rate=cleaned.get("write_rate") or "",
             )
         except ServiceError as exc:
             raise ValidationError(exc.message) from None
@@ -339,7 +340,13 @@ class ApiKeyChangeForm(forms.ModelForm):
 
     class Meta:
         model = ApiKey
-        fields = ["name"]
+        fields = ["name", "write_rate"]
+
+    def clean_write_rate(self):
+        try:
+            return keys.write_rate_clean(self.cleaned_data.get("write_rate"))
+        except ServiceError as exc:
+            raise ValidationError(exc.fields.get("write_rate") or exc.message) from None
 
 
 @admin.register(ApiKey)
@@ -374,10 +381,10 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     def get_fields(self, request, obj=None):
         if obj is None:
-            return ["name", "role", "scope", "expires_at"]
+            return ["name", "role", "scope", "expires_at", "write_rate"]
         if obj.revoked_at is not None:
-            return ["name", *self._CHANGE_READONLY]
-        return ["name", "revoke", *self._CHANGE_READONLY]
+            return ["name", "write_rate", *self._CHANGE_READONLY]
+        return ["name", "write_rate", "revoke", *self._CHANGE_READONLY]
 
     def get_readonly_fields(self, request, obj=None):
         return self._CHANGE_READONLY if obj is not None else []
@@ -390,8 +397,9 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         if not change:
             return  # ApiKeyAddForm.clean() created it through the service
-        if "name" in form.changed_data:
-            obj.save(update_fields=["name"])
+        changed = [f for f in ("name", "write_rate") if f in form.changed_data]
+        if changed:
+            obj.save(update_fields=changed)
         if form.cleaned_data.get("revoke"):
             try:
                 keys.api_key_revoke(

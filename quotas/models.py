@@ -297,6 +297,15 @@ class ApiKey(models.Model):
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Writes this key may make (e.g. "2000/s", "off"); empty: its role's default
+    # (quotas/access/throttling.py).
+    write_rate = models.CharField(
+        max_length=32,
+        blank=True,
+        default="",
+        help_text="Writes this key may make, e.g. 2000/s or 100000/min, or off; "
+        "empty for its role's default.",
+    )
 
     class Meta:
         db_table = "api_keys"

@@ -191,4 +191,4 @@ def test_the_api_key_add_form_never_takes_a_secret_or_hash(staff_client):
 
     assert response.status_code == 200
     fields = set(response.context["adminform"].form.fields)
-    assert fields == {"name", "role", "scope", "expires_at"}
+    assert fields == {"name", "role", "scope", "expires_at", "write_rate"}

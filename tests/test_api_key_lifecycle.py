@@ -257,14 +257,14 @@ def test_admin_refusal_by_the_service_is_a_form_error(staff_client):
     assert ApiKey.objects.count() == 0
 
 
-def test_admin_change_page_is_read_only_but_for_the_name(staff_client):
+def test_admin_change_page_is_read_only_but_for_the_name_and_write_rate(staff_client):
     key, _ = api_key_create(name="sched", role="scheduler")
 
     response = staff_client.get(f"/admin/quotas/apikey/{key.pk}/change/")
 
     assert response.status_code == 200
     form = response.context["adminform"].form
-    assert set(form.fields) == {"name", "revoke"}
+    assert set(form.fields) == {"name", "write_rate", "revoke"}
     assert key.key_hash not in response.content.decode()
 
 
@@ -302,3 +302,19 @@ def test_admin_revoke_action(staff_client):
     assert client_with_key(kept_raw).get(QUOTAS).status_code == 200
     kept.refresh_from_db()
     assert kept.revoked_at is None
+
+
+def test_admin_sets_and_validates_a_keys_write_rate(staff_client):
+    key, _ = api_key_create(name="sched", role="scheduler")
+    url = f"/admin/quotas/apikey/{key.pk}/change/"
+
+    refused = staff_client.post(url, {"name": "sched", "write_rate": "lots"})
+    assert refused.status_code == 200
+    assert "Expected a rate" in refused.content.decode()
+    key.refresh_from_db()
+    assert key.write_rate == ""
+
+    saved = staff_client.post(url, {"name": "sched", "write_rate": " 2000/S "})
+    assert saved.status_code == 302
+    key.refresh_from_db()
+    assert key.write_rate == "2000/s"

@@ -250,3 +250,17 @@ def test_the_help_explains_the_options(capsys):
     help_text = capsys.readouterr().out
     for option in ("--role", "--scope", "--expires-in"):
         assert option in help_text
+
+
+def test_write_rate_sets_the_keys_own_limit(db):
+    output, raw_key = _create_key(
+        "sched", "--role", "scheduler", "--write-rate", "50/s"
+    )
+    assert "write rate 50/s" in output
+    assert ApiKey.objects.get(name="sched").write_rate == "50/s"
+
+
+def test_an_invalid_write_rate_is_an_error_and_creates_nothing(db):
+    with pytest.raises(CommandError, match="write_rate"):
+        _create_key("sched", "--role", "scheduler", "--write-rate", "lots")
+    assert not ApiKey.objects.exists()

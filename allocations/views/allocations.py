@@ -120,6 +120,8 @@ def _grant_body(result) -> dict:
 
 
 class AllocationCheckView(generics.GenericAPIView):
+    # The rate limit counts these writes in the engine's statement.
+    writes_counted_by_engine = True
     serializer_class = AllocationCheckSerializer
     write_roles = SCHEDULER_ROLES
 
@@ -144,6 +146,8 @@ class AllocationCheckView(generics.GenericAPIView):
 
 
 class AllocationListCreateView(generics.GenericAPIView):
+    # The rate limit counts these writes in the engine's statement.
+    writes_counted_by_engine = True
     serializer_class = AllocationSerializer
     filterset_class = AllocationFilter
     pagination_class = AllocationPagination
@@ -224,6 +228,8 @@ class AllocationListCreateView(generics.GenericAPIView):
 
 
 class AllocationDetailView(generics.GenericAPIView):
+    # The rate limit counts these writes in the engine's statement.
+    writes_counted_by_engine = True
     serializer_class = AllocationSerializer
     write_roles = SCHEDULER_ROLES
 
@@ -340,6 +346,8 @@ class AllocationRenewView(generics.GenericAPIView):
 
 
 class AllocationConsumeView(generics.GenericAPIView):
+    # The rate limit counts these writes in the engine's statement.
+    writes_counted_by_engine = True
     serializer_class = ConsumeSerializer
     write_roles = SCHEDULER_ROLES
 

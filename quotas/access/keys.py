@@ -8,10 +8,12 @@ it within ``API_KEY_CACHE_SECONDS``.
 
 import logging
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.db.models.functions import Now
 
+from horizon_quota.env import parse_rate
 from horizon_quota.errors import Conflict, InvalidInput, NotFound
 from quotas.access.authentication import forget_verified_key
 from quotas.access.scoping import Scope
@@ -25,6 +27,7 @@ def api_key_create(
     role: str,
     scope: Scope | str | None = None,
     expires_at=None,
+    write_rate: str = "",
 ) -> tuple[ApiKey, str]:
     """Create a key; return it with the raw secret, which is never stored.
 
@@ -39,6 +42,7 @@ def api_key_create(
         raise InvalidInput("A key needs a name.")
     if isinstance(scope, str):
         scope = Scope.parse(scope) if scope.strip() else None
+    write_rate = write_rate_clean(write_rate)
     prefix, raw_key = ApiKey.generate()
     key = ApiKey.objects.create(
         name=name.strip(),
@@ -46,10 +50,30 @@ def api_key_create(
         scope_entity_type=scope.entity_type if scope else None,
         scope_entity_id=scope.entity_id if scope else None,
         expires_at=expires_at,
+        write_rate=write_rate,
         prefix=prefix,
         key_hash=ApiKey.hash_key(raw_key),
     )
     return key, raw_key
+
+
+def write_rate_clean(value: str | None) -> str:
+    """A key's own write rate as stored: ``""`` (its role's default), ``off``, or
+    a rate such as ``2000/s`` or ``100000/min``; anything else is ``InvalidInput``."""
+    text = (value or "").strip().lower()
+    if not text:
+        return ""
+    try:
+        parse_rate("write_rate", text)
+    except ImproperlyConfigured:
+        message = (
+            "Expected a rate such as 2000/s, 100000/min or 5000000/hour, or off "
+            f"(got {value!r})."
+        )
+        raise InvalidInput(
+            f"write_rate: {message}", fields={"write_rate": [message]}
+        ) from None
+    return "off" if text == "0" else text
 
 
 _key_log = logging.getLogger(__name__)

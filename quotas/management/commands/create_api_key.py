@@ -28,13 +28,20 @@ class Command(BaseCommand):
             "every resource type (a quota id means that quota's entity).",
         )
         parser.add_argument(
+            "--write-rate",
+            metavar="RATE",
+            default="",
+            help="Writes this key may make, e.g. 2000/s or 100000/min, or off "
+            "(default: its role's, API_SCHEDULER_WRITE_RATE or API_WRITE_RATE).",
+        )
+        parser.add_argument(
             "--expires-in",
             metavar="DAYS",
             type=int,
             help="Expire the key after DAYS days.",
         )
 
-    def handle(self, *args, name, role, scope, expires_in, **options):
+    def handle(self, *args, name, role, scope, expires_in, write_rate, **options):
         if expires_in is not None and expires_in < 1:
             raise CommandError("--expires-in must be at least 1 day")
         try:
@@ -47,13 +54,18 @@ class Command(BaseCommand):
             ) from None
         try:
             key, raw_key = api_key_create(
-                name=name, role=role, scope=scope, expires_at=expires_at
+                name=name,
+                role=role,
+                scope=scope,
+                expires_at=expires_at,
+                write_rate=write_rate,
             )
         except ServiceError as exc:
             raise CommandError(exc.message) from None
         self.stdout.write(
             f"Created API key {key.name!r} (role {key.role}"
             + (f", scope {key.scope}" if key.scope else "")
+            + (f", write rate {key.write_rate}" if key.write_rate else "")
             + (
                 f", expires {key.expires_at:%Y-%m-%dT%H:%M:%SZ}"
                 if key.expires_at
