@@ -121,8 +121,10 @@ def main() -> int:
     elif command == "test":
         ensure_venv("requirements-dev.txt")
         lint()
-        # The admin's browser test drives Debian's chromium.
+        # The admin's browser test drives Debian's chromium; the HTTP concurrency
+        # tests run once more through Debian's PgBouncer.
         ensure_debian_package("chromium", "chromium", required=False)
+        ensure_debian_package("pgbouncer", "pgbouncer", required=False)
         # The whole suite runs on every core (pytest-xdist, one database per
         # worker on the same server); a module's tests stay on one worker.
         parallel = [] if any(a.startswith("-n") for a in args) else ["-n", "auto"]
@@ -130,6 +132,8 @@ def main() -> int:
     else:
         ensure_venv("requirements-dev.txt")
         ensure_debian_package("wrk", "wrk", required=True)
+        # The scenario of two app servers sharing PostgreSQL through PgBouncer.
+        ensure_debian_package("pgbouncer", "pgbouncer", required=False)
         argv = [str(PYTHON), str(ROOT / "benchmarks" / "bench_allocate.py"), *args]
     # Replace this process so signals (Ctrl-C, SIGTERM) reach the real program.
     os.execve(argv[0], argv, env)

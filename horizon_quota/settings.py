@@ -122,7 +122,16 @@ _database["OPTIONS"]["connect_timeout"] = env_int(
 # No request waits on a row lock for ever: past this, the statement fails and the
 # client gets 409 conflict with Retry-After (horizon_quota/api.py).
 DATABASE_LOCK_TIMEOUT_MS = env_int("DATABASE_LOCK_TIMEOUT_MS", 5000, minimum=0)
-_database["OPTIONS"]["options"] = f"-c lock_timeout={DATABASE_LOCK_TIMEOUT_MS}"
+# "pgbouncer": DATABASE_URL points at PgBouncer in transaction pooling, where a
+# session's state does not last beyond a transaction. Nothing then relies on it: no
+# startup options (PgBouncer refuses them), no server-side cursors; the lock timeout
+# is set in each transaction that waits for locks (quotas/locking.py and the
+# engine's own lock budget). docs/scaling.md has the PgBouncer settings.
+DATABASE_POOLER = env_choice("DATABASE_POOLER", "NONE", {"NONE", "PGBOUNCER"}).lower()
+if DATABASE_POOLER == "pgbouncer":
+    _database["DISABLE_SERVER_SIDE_CURSORS"] = True
+else:
+    _database["OPTIONS"]["options"] = f"-c lock_timeout={DATABASE_LOCK_TIMEOUT_MS}"
 DATABASES = {"default": _database}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

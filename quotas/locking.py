@@ -63,6 +63,9 @@ the commit, as short as possible.
 from collections.abc import Iterable
 from uuid import UUID
 
+from django.conf import settings
+from django.db import connection
+
 from quotas.models import Quota
 
 
@@ -75,5 +78,12 @@ def lock_quotas(quota_ids: Iterable[UUID]) -> dict[UUID, Quota]:
     ids = {quota_id for quota_id in quota_ids if quota_id is not None}
     if not ids:
         return {}
+    # The wait is bounded in this transaction itself, not only by the session's
+    # setting: behind PgBouncer in transaction pooling there is no session of ours.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT set_config('lock_timeout', %s, true)",
+            [f"{settings.DATABASE_LOCK_TIMEOUT_MS}ms"],
+        )
     rows = Quota.objects.filter(id__in=ids).order_by("-depth", "id").select_for_update()
     return {quota.id: quota for quota in rows}

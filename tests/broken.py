@@ -57,12 +57,12 @@ def allocate_check_then_write(
     return allocation
 
 
-def release_check_then_write(*, allocation_id):
+def release_check_then_write(*, allocation_id, pause=0.01):
     """Reads the status, then releases unconditionally: double releases slip in."""
     allocation = Allocation.objects.get(id=allocation_id)
     if allocation.status != AllocationStatus.ACTIVE:
         raise AlreadyReleased("released")
-    time.sleep(0.01)
+    time.sleep(pause)
     with transaction.atomic():
         Allocation.objects.filter(id=allocation_id).update(
             status=AllocationStatus.RELEASED, released_at=timezone.now()

@@ -11,6 +11,7 @@ import json
 import re
 from datetime import timedelta
 from decimal import Decimal
+from urllib.parse import quote
 from uuid import uuid4
 
 from django.core.management import call_command
@@ -376,6 +377,18 @@ def mixed_tree() -> tuple[Quota, list[Quota], list[Quota]]:
 
 
 # --- Management commands --------------------------------------------------------------
+
+
+def database_url() -> str:
+    """The test database as a DATABASE_URL for a child process (HOST may be a
+    socket directory, which goes percent-encoded in the host part)."""
+    db = connection.settings_dict
+    password = f":{quote(db['PASSWORD'], safe='')}" if db["PASSWORD"] else ""
+    port = f":{db['PORT']}" if db["PORT"] else ""
+    return (
+        f"postgres://{quote(db['USER'] or '', safe='')}{password}"
+        f"@{quote(db['HOST'] or '', safe='')}{port}/{quote(db['NAME'], safe='')}"
+    )
 
 
 def run_command(name: str, *args: str, stderr=None) -> tuple[int, str, str]:

@@ -12,7 +12,6 @@ import time
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -26,7 +25,7 @@ from allocations.selectors import usage_drift
 from quotas.models import EntityType, Quota
 from tests.concurrency import run_command_while_quota_locked
 from tests.factories import QuotaFactory
-from tests.helpers import allocate_direct, run_command
+from tests.helpers import allocate_direct, database_url, run_command
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -55,18 +54,6 @@ def _expire_rows(allocation_id):
     ).count()
 
 
-def _database_url():
-    """The test database as a DATABASE_URL for a child process (HOST may be a
-    socket directory, which goes percent-encoded in the host part)."""
-    db = connection.settings_dict
-    password = f":{quote(db['PASSWORD'], safe='')}" if db["PASSWORD"] else ""
-    port = f":{db['PORT']}" if db["PORT"] else ""
-    return (
-        f"postgres://{quote(db['USER'] or '', safe='')}{password}"
-        f"@{quote(db['HOST'] or '', safe='')}{port}/{quote(db['NAME'], safe='')}"
-    )
-
-
 def _start(*command):
     return subprocess.Popen(
         [sys.executable, *command],
@@ -74,7 +61,7 @@ def _start(*command):
         stderr=subprocess.PIPE,
         text=True,
         cwd=BASE_DIR,
-        env={**os.environ, "DATABASE_URL": _database_url()},
+        env={**os.environ, "DATABASE_URL": database_url()},
     )
 
 
