@@ -189,16 +189,22 @@ WRK_SCRIPT = Path(__file__).resolve().parent / "wrk_allocate.lua"
 
 
 def _cpu_by_pid() -> dict[int, float]:
-    """CPU seconds of gunicorn (master and workers) and of every postgres process."""
-    app_pids = {_GUNICORN_PID}
-    app_pids |= {p.pid for p in psutil.Process(_GUNICORN_PID).children(recursive=True)}
+    """CPU seconds of the app servers (gunicorn masters and workers), of every
+    postgres process and of PgBouncer, if one runs."""
+    app_pids = set()
+    for pid in _GUNICORN_PIDS:
+        app_pids |= {
+            pid,
+            *(p.pid for p in psutil.Process(pid).children(recursive=True)),
+        }
     usage = {}
     for process in psutil.process_iter(["name", "cpu_times"]):
-        if process.pid in app_pids or process.info["name"] == "postgres":
+        name = process.info["name"]
+        if process.pid in app_pids or name in ("postgres", "pgbouncer"):
             times = process.info["cpu_times"]
             if times is not None:
-                key = ("app" if process.pid in app_pids else "db", process.pid)
-                usage[key] = times.user + times.system
+                side = "app" if process.pid in app_pids else "db"
+                usage[(side, process.pid)] = times.user + times.system
     return usage
 
 
@@ -211,43 +217,73 @@ def _cpu_delta(before, after, side) -> float:
     )
 
 
-_GUNICORN_PID = None
+# The gunicorn masters whose processes count as the application's CPU.
+_GUNICORN_PIDS: list[int] = []
 
 
-def drive(port, key, mode, users, seconds, clients, threads, rtype=CONCURRENT):
+def _wrk(port, env, seconds, clients, threads, out):
+    return subprocess.Popen(
+        [
+            "wrk",
+            f"-t{threads}",
+            f"-c{clients}",
+            f"-d{seconds}s",
+            "--timeout",
+            "30s",
+            "-s",
+            str(WRK_SCRIPT),
+            f"http://127.0.0.1:{port}",
+        ],
+        env={**env, "HQ_OUT": out},
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def drive(port, key, mode, users, seconds, clients, threads, rtype=CONCURRENT, path=""):
     """Run one phase with wrk (a C load generator: the client must not be what is
     measured) and return its counters, with the CPU time the application, the
-    database and the client spent per request."""
+    database and the client spent per request. ``port`` may be a list: one wrk per
+    app server, the clients and users shared out between them."""
+    ports = port if isinstance(port, list) else [port]
     cpu_before = _cpu_by_pid()
     client_before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    with tempfile.NamedTemporaryFile(suffix=".json") as out:
-        env = {
-            **os.environ,
-            "HQ_MODE": mode,
-            "HQ_RESOURCE": rtype,
-            "HQ_RESOURCES": ",".join(JOB_RESOURCES),
-            "HQ_KEY": key,
-            "HQ_USERS": ",".join(users),
-            "HQ_OUT": out.name,
-        }
-        subprocess.run(
-            [
-                "wrk",
-                f"-t{threads}",
-                f"-c{clients}",
-                f"-d{seconds}s",
-                "--timeout",
-                "30s",
-                "-s",
-                str(WRK_SCRIPT),
-                f"http://127.0.0.1:{port}",
-            ],
-            env=env,
-            check=True,
-            stdout=subprocess.DEVNULL,
-            timeout=seconds + 120,
-        )
-        result = json.loads(Path(out.name).read_text())
+    with tempfile.TemporaryDirectory() as directory:
+        runs = []
+        for index, each in enumerate(ports):
+            env = {
+                **os.environ,
+                "HQ_MODE": mode,
+                "HQ_RESOURCE": rtype,
+                "HQ_RESOURCES": ",".join(JOB_RESOURCES),
+                "HQ_KEY": key,
+                "HQ_USERS": ",".join(users[index :: len(ports)]),
+                "HQ_SEED": str(index),
+                "HQ_PATH": path,
+            }
+            out = str(Path(directory) / f"{index}.json")
+            share = max(1, clients // len(ports))
+            runs.append(
+                (
+                    _wrk(each, env, seconds, share, max(1, threads // len(ports)), out),
+                    out,
+                )
+            )
+        parts = []
+        for process, out in runs:
+            if process.wait(timeout=seconds + 120) != 0:
+                raise SystemExit(f"wrk failed ({process.returncode})")
+            parts.append(json.loads(Path(out).read_text()))
+    result = {
+        name: sum(part[name] for part in parts)
+        for name in ("requests", "errors", "allocated", "released", "consumed")
+    }
+    result.update(
+        refused=sum(part["refused"] for part in parts),
+        failed=sum(part["failed"] for part in parts),
+        seconds=max(part["seconds"] for part in parts),
+        p50_ms=statistics.mean(part["p50_ms"] for part in parts),
+        p99_ms=max(part["p99_ms"] for part in parts),
+    )
     client_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     requests = max(result["requests"], 1)
     cpu_after = _cpu_by_pid()
@@ -343,6 +379,150 @@ def probe_lock_window(
     }
 
 
+# --- app servers -------------------------------------------------------------------
+
+
+def start_gunicorn(port, workers, log_file, **env):
+    """gunicorn (sync workers) serving benchmarks/wsgi.py; the service logs every
+    request (default settings): to a file, as a deployment's collector takes them."""
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "benchmarks.wsgi:application",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            str(workers),
+            "--worker-class",
+            "sync",
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "benchmarks.settings", **env},
+        stdout=log_file,
+        stderr=log_file,
+    )
+    wait_for(port)
+    return process
+
+
+def _server_of(url):
+    import dj_database_url
+
+    config = dj_database_url.parse(url)
+    return {
+        "host": config["HOST"],
+        "port": config["PORT"],
+        "user": config["USER"],
+        "password": config["PASSWORD"] or "",
+    }
+
+
+def through_pgbouncer(pool, url, args, key, hot_users, log_file):
+    """The hot scenarios against two gunicorn instances (half the workers each)
+    whose connections go through PgBouncer."""
+    import dj_database_url
+
+    name = dj_database_url.parse(url)["NAME"]
+    env = {"DATABASE_URL": pool.url(name), "DATABASE_POOLER": "pgbouncer"}
+    ports = [free_port(), free_port()]
+    servers = [
+        start_gunicorn(each, max(1, args.workers // 2), log_file, **env)
+        for each in ports
+    ]
+    _GUNICORN_PIDS[:] = [server.pid for server in servers]
+    n, t, w = args.clients, int(args.seconds), args.wrk_threads
+    try:
+        return {
+            "hot, pgbouncer": drive(ports, key, "allocate", hot_users, t, n, w),
+            "hot mixed, pgb.": drive(ports, key, "mixed", hot_users, t, n, w),
+        }
+    finally:
+        for server in servers:
+            server.terminate()
+            server.wait(timeout=30)
+
+
+# --- flat at scale -------------------------------------------------------------------
+
+
+def _scale_phases(port, key, hot_users, n, t, w):
+    from quotas.models import Quota
+
+    user = Quota.objects.get(entity_id="hot-user-0", resource_type=CONCURRENT)
+    gets = {
+        "quota list": "/api/v1/quotas?limit=100",
+        "allocation list": "/api/v1/allocations?limit=100",
+        "quota history": f"/api/v1/quotas/{user.id}/history?limit=100",
+        "event feed": "/api/v1/events?limit=100",
+    }
+    rows = {
+        "hot": drive(port, key, "allocate", hot_users, t, n, w),
+        "hot mixed": drive(port, key, "mixed", hot_users, t, n, w),
+        "check": drive(port, key, "check", hot_users, t, n, w),
+    }
+    for name, path in gets.items():
+        rows[name] = drive(port, key, "get", hot_users, t, n, w, path=path)
+    return rows
+
+
+def scale_run(port, key, hot_users, n, t, w) -> int:
+    """The scenarios on the empty database, then on one of DESIGN §8's size."""
+    from django.db import connection
+
+    from benchmarks.populate import DESIGN_SCALE, populate
+
+    bare = [drive(port, key, "bare", hot_users, t, n, w)]
+    empty = _scale_phases(port, key, hot_users, n, t, w)
+    invariants = {"empty": check_invariants()}
+    began = time.monotonic()
+    populate(connection, DESIGN_SCALE)
+    loaded = time.monotonic() - began
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT (SELECT count(*) FROM quotas), (SELECT count(*) FROM allocations),"
+            " (SELECT count(*) FROM usage_history)"
+        )
+        counts = cursor.fetchone()
+    connection.close()
+    full = _scale_phases(port, key, hot_users, n, t, w)
+    invariants["populated"] = check_invariants()
+    bare.append(drive(port, key, "bare", hot_users, t, n, w))
+    connection.close()
+
+    print(
+        f"\nloaded {counts[0]:,} quotas, {counts[1]:,} allocations and {counts[2]:,} "
+        f"history rows in {loaded:.0f} s; bare {bare[0]['rate']:.1f} → "
+        f"{bare[1]['rate']:.1f} req/s"
+    )
+    print(
+        f"{'phase':<17}{'empty /s':>10}{'populated /s':>14}{'ratio':>8}"
+        f"{'p99 ms empty':>14}{'populated':>11}{'errors':>8}"
+    )
+    for name, row in empty.items():
+
+        def per_s(result):
+            if name.startswith("hot"):
+                return result["allocations_per_s"]
+            return result["rate"]
+
+        after = full[name]
+        print(
+            f"{name:<17}{per_s(row):>10.1f}{per_s(after):>14.1f}"
+            f"{per_s(after) / per_s(row):>8.3f}{row['p99_ms']:>14.2f}"
+            f"{after['p99_ms']:>11.2f}{row['failed'] + after['failed']:>8}"
+        )
+    for name, result in invariants.items():
+        print(
+            f"after {name}: P1 {'holds' if result['p1'] else 'BROKEN'}, "
+            f"P2 {'holds' if result['p2'] else 'BROKEN'}"
+        )
+    return 0 if all(r["p1"] and r["p2"] for r in invariants.values()) else 1
+
+
 # --- main -----------------------------------------------------------------------------
 
 
@@ -353,6 +533,13 @@ def main():
     parser.add_argument("--workers", type=int, default=4, help="gunicorn sync workers")
     parser.add_argument("--wrk-threads", type=int, default=2)
     parser.add_argument("--probe-seconds", type=float, default=3)
+    parser.add_argument(
+        "--scale",
+        action="store_true",
+        help="flat at scale: allocate, release, check and the lists' first pages on "
+        "the empty database, then again after loading 100k quotas, 1M allocations "
+        "and 5M history rows (instead of the other scenarios)",
+    )
     args = parser.parse_args()
 
     url, cleanup_db, commit_timestamps = start_database()
@@ -372,31 +559,8 @@ def main():
         port = free_port()
         log_path = Path(tempfile.gettempdir()) / f"horizon-quota-bench-{port}.log"
         log_file = log_path.open("w")
-        gunicorn = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "benchmarks.wsgi:application",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--workers",
-                str(args.workers),
-                "--worker-class",
-                "sync",
-                "--log-level",
-                "warning",
-            ],
-            cwd=ROOT,
-            env={**os.environ, "DJANGO_SETTINGS_MODULE": "benchmarks.settings"},
-            # The service logs every request (default settings): to a file, as a
-            # deployment's log collector would take them.
-            stdout=log_file,
-            stderr=log_file,
-        )
-        wait_for(port)
-        global _GUNICORN_PID
-        _GUNICORN_PID = gunicorn.pid
+        gunicorn = start_gunicorn(port, args.workers, log_file)
+        _GUNICORN_PIDS[:] = [gunicorn.pid]
         n, t, w = args.clients, int(args.seconds), args.wrk_threads
         print(
             f"clients={n} seconds={t} gunicorn sync workers={args.workers} "
@@ -404,6 +568,9 @@ def main():
             f"API_WRITE_RATE={os.environ['API_WRITE_RATE']} (app log: {log_path})",
             flush=True,
         )
+
+        if args.scale:
+            return scale_run(port, key, hot_users, n, t, w)
 
         rows = {
             "bare": drive(port, key, "bare", hot_users, t, n, w),
@@ -459,6 +626,20 @@ def main():
             )
             invariants["budget probe"] = check_invariants()
             connection.close()
+
+        # Two app servers sharing PostgreSQL through PgBouncer in transaction
+        # pooling, the same number of workers in all (issue #13).
+        from horizon_quota import pgbouncer
+
+        if pgbouncer.available():
+            with pgbouncer.PgBouncer(**_server_of(url), pool_size=args.workers) as pool:
+                rows.update(
+                    through_pgbouncer(pool, url, args, key, hot_users, log_file)
+                )
+            invariants["pgbouncer"] = check_invariants()
+            _GUNICORN_PIDS[:] = [gunicorn.pid]
+        else:
+            print("PgBouncer scenario skipped: Debian's pgbouncer is not installed")
     finally:
         if gunicorn:
             gunicorn.terminate()
@@ -471,13 +652,18 @@ def main():
 
 def set_hot_alerts(*, enabled: bool) -> None:
     """No thresholds (``[]``) on every quota of the hot trees, or the default
-    (``null``: ALERT_THRESHOLDS) again."""
-    from django.db import connection
+    (``null``: ALERT_THRESHOLDS) again; the rows locked in the global order
+    (quotas/locking.py), as requests of the last phase may still be finishing."""
+    from django.db import connection, transaction
 
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "UPDATE quotas SET alert_thresholds = %s WHERE entity_id LIKE 'hot-%%'",
-            [None if enabled else []],
+    from quotas.locking import lock_quotas
+    from quotas.models import Quota
+
+    with transaction.atomic():
+        hot = Quota.objects.filter(entity_id__startswith="hot-")
+        locked = lock_quotas(hot.values_list("id", flat=True))
+        Quota.objects.filter(id__in=list(locked)).update(
+            alert_thresholds=None if enabled else []
         )
     connection.close()
 
@@ -519,6 +705,12 @@ def report(rows, invariants, window, budget_window) -> None:
         "floor ÷ bare (the engine's statement without the framework) = "
         f"{per_s['floor'] / bare:.3f}"
     )
+    if "hot, pgbouncer" in per_s:
+        print(
+            "through PgBouncer, two app servers ÷ direct, one (allocations/s): "
+            f"hot {per_s['hot, pgbouncer'] / per_s['hot']:.3f}, hot mixed "
+            f"{per_s['hot mixed, pgb.'] / per_s['hot mixed']:.3f}"
+        )
     mixed = rows["budget mixed"]
     print(
         f"budget mixed: {mixed['allocations_per_s']:.1f} allocations/s, "

@@ -4,6 +4,8 @@
 -- HQ_MODE=allocate: every request allocates 1 unit for a new job.
 -- HQ_MODE=floor: the same allocations through the bare WSGI floor handler.
 -- HQ_MODE=job: every request admits a new job of 1 unit of each of HQ_RESOURCES.
+-- HQ_MODE=check: every request checks 1 unit (POST /api/v1/allocations/check).
+-- HQ_MODE=get: every request GETs HQ_PATH (a list's first page, one object).
 -- HQ_MODE=mixed: each connection alternates allocate and release of what it got.
 -- HQ_MODE=budget: allocate, report consumption, settle with a final value (a budget).
 -- HQ_RESOURCE: the resource type to allocate (default concurrent_gpus).
@@ -34,7 +36,8 @@ function setup(thread)
 end
 
 function init(args)
-  math.randomseed(os.time() * 1000 + index)
+  -- HQ_SEED tells concurrent wrk processes apart (their thread indexes repeat).
+  math.randomseed(os.time() * 1000 + index + 7919 * tonumber(os.getenv("HQ_SEED") or "0"))
   users = {}
   for i, user in ipairs(all_users) do
     table.insert(users, user)
@@ -65,6 +68,9 @@ function request()
   end
   if mode == "bare" then
     return wrk.format("GET", "/bench/bare", headers)
+  end
+  if mode == "get" then
+    return wrk.format("GET", os.getenv("HQ_PATH"), headers)
   end
   if mode == "mixed" and #pending > 0 then
     local id = table.remove(pending)
@@ -99,6 +105,8 @@ function request()
   local path = "/api/v1/allocations"
   if mode == "floor" then
     path = "/bench/floor/allocations"
+  elseif mode == "check" then
+    path = "/api/v1/allocations/check"
   end
   local req = wrk.format("POST", path, headers, body)
   headers["Content-Type"] = nil
@@ -107,6 +115,10 @@ end
 
 function response(status, headers, body)
   if mode == "trivial" or mode == "bare" then
+    return
+  end
+  if mode == "get" or mode == "check" then
+    if status ~= 200 then failed = failed + 1 end
     return
   end
   if status == 201 then
