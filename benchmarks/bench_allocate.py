@@ -503,16 +503,11 @@ def scale_run(port, key, hot_users, n, t, w) -> int:
         f"{'p99 ms empty':>14}{'populated':>11}{'errors':>8}"
     )
     for name, row in empty.items():
-
-        def per_s(result):
-            if name.startswith("hot"):
-                return result["allocations_per_s"]
-            return result["rate"]
-
+        measure = "allocations_per_s" if name.startswith("hot") else "rate"
         after = full[name]
         print(
-            f"{name:<17}{per_s(row):>10.1f}{per_s(after):>14.1f}"
-            f"{per_s(after) / per_s(row):>8.3f}{row['p99_ms']:>14.2f}"
+            f"{name:<17}{row[measure]:>10.1f}{after[measure]:>14.1f}"
+            f"{after[measure] / row[measure]:>8.3f}{row['p99_ms']:>14.2f}"
             f"{after['p99_ms']:>11.2f}{row['failed'] + after['failed']:>8}"
         )
     for name, result in invariants.items():
