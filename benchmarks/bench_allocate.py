@@ -47,9 +47,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ["DJANGO_SETTINGS_MODULE"] = "benchmarks.settings"
 os.environ.setdefault("SECRET_KEY", "benchmark-only-secret-key")
-# One key drives every client: keep the per-key write throttle counting (its cost
-# is part of every write) but far above what the clients can reach.
-os.environ.setdefault("API_WRITE_RATE", "100000000/min")
+# One scheduler key drives every client, with its default write limit: counted on
+# every write (its cost is part of every write), far above what the clients reach.
 
 
 # --- database ---------------------------------------------------------------
@@ -544,6 +543,7 @@ def main():
         import django
 
         django.setup()
+        from django.conf import settings
         from django.core.management import call_command
         from django.db import connection
 
@@ -560,7 +560,9 @@ def main():
         print(
             f"clients={n} seconds={t} gunicorn sync workers={args.workers} "
             f"database={'DATABASE_URL' if 'hq_bench_' in url else 'embedded'} "
-            f"API_WRITE_RATE={os.environ['API_WRITE_RATE']} (app log: {log_path})",
+            "write limit counting (the scheduler key's default, "
+            f"{settings.API_SCHEDULER_WRITE_RATE[0]}/{settings.API_SCHEDULER_WRITE_RATE[1]}"
+            f" s) (app log: {log_path})",
             flush=True,
         )
 

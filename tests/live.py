@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -59,6 +60,9 @@ def gunicorn(*, through: str = "direct", wsgi: str = "horizon_quota.wsgi", worke
             env["DATABASE_URL"] = stack.enter_context(bouncer()).url(name)
             env["DATABASE_POOLER"] = "pgbouncer"
         port = _free_port()
+        # A file, not a pipe: a pipe nobody reads fills up with the errors of a
+        # broken server, its workers block writing to it and gunicorn kills them.
+        log = stack.enter_context(tempfile.TemporaryFile(mode="w+"))
         process = subprocess.Popen(
             [
                 sys.executable,
@@ -77,8 +81,7 @@ def gunicorn(*, through: str = "direct", wsgi: str = "horizon_quota.wsgi", worke
             cwd=BASE_DIR,
             env=env,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
+            stderr=log,
         )
         stack.callback(_stop, process)
         deadline = time.monotonic() + 30
@@ -89,7 +92,8 @@ def gunicorn(*, through: str = "direct", wsgi: str = "horizon_quota.wsgi", worke
             except OSError:
                 pass
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"gunicorn did not start: {process.stderr.read()}")
+                log.seek(0)
+                raise RuntimeError(f"gunicorn did not start: {log.read()}")
             time.sleep(0.1)
         yield port
 

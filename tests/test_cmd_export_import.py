@@ -261,6 +261,7 @@ def rich(demo):
         entity_id="solo-team",
         resource_type="memory_gb",
         limit_value=Decimal("7"),
+        alert_thresholds=[Decimal("75.5"), Decimal("50")],
     )
     quota_create(
         entity_type=EntityType.USER,
@@ -1075,7 +1076,26 @@ INVALID_FILES = {
         _small("limit_value: '30'", "limit: '30'"),
         "line 12, quotas › gpu_hours › organizations › acme › teams › research › "
         "users › alice › limit: unknown key 'limit'; expected limit_value, "
-        "soft_limit, burst_limit, overcommit_ratio, period or carryover_limit.",
+        "soft_limit, burst_limit, overcommit_ratio, period, carryover_limit or "
+        "alert_thresholds.",
+    ),
+    "thresholds that are not a list": (
+        _small(
+            "limit_value: '30'",
+            "limit_value: '30'\n                alert_thresholds: 80",
+        ),
+        "line 13, quotas › gpu_hours › organizations › acme › teams › research › "
+        "users › alice › alert_thresholds: alert_thresholds 80 is not valid: a list "
+        "of percents of the cap, e.g. [80, 100].",
+    ),
+    "a threshold above 1000": (
+        _small(
+            "limit_value: '30'",
+            "limit_value: '30'\n                alert_thresholds: [2000]",
+        ),
+        "line 13, quotas › gpu_hours › organizations › acme › teams › research › "
+        "users › alice › alert_thresholds: A threshold is a percent of the cap above 0 "
+        "and at most 1000 (got 2000).",
     ),
     "a quota that is a number": (
         _small(
@@ -1167,7 +1187,7 @@ def test_every_problem_is_reported_at_once_in_file_order(demo, tmp_path):
         "not valid: Must be a number or a numeric string.",
         f"  line 14, {prefix} › teams › research › users › alice › extra: unknown key "
         "'extra'; expected limit_value, soft_limit, burst_limit, overcommit_ratio, "
-        "period or carryover_limit.",
+        "period, carryover_limit or alert_thresholds.",
         "  line 15, quotas › bananas: unknown resource type 'bananas'; valid: "
         "concurrent_gpus, cpu_hours, gpu_hours, memory_gb, storage_gb.",
     ]

@@ -268,8 +268,9 @@ def test_outside_levels_and_the_rate_limit_are_typed(generated, connect, setting
     assert above.scope == models.ScopeEnum.OUTSIDE
     assert above.allowed is True
 
-    # One write per window of about 31 years for every key, from now on.
-    settings.API_WRITE_RATE = f"1/{10**9}s"
+    # One write per window of about 31 years for every key, from now on
+    # (a scheduler key's default is its role's own rate).
+    settings.API_SCHEDULER_WRITE_RATE = f"1/{10**9}s"
     scheduler = connect("scheduler")
     body = models.AllocationCreateRequest(
         entity_type=models.EntityTypeEnum.USER,

@@ -18,7 +18,10 @@ LIMIT_FIELDS = ("limit_value", "soft_limit", "burst_limit", "overcommit_ratio")
 # A budget's settings (time-based resources, DESIGN §3a), left out of a document
 # when they are the defaults: no period, nothing carried over.
 BUDGET_FIELDS = ("period", "carryover_limit")
-QUOTA_FIELDS = (*LIMIT_FIELDS, *BUDGET_FIELDS)
+# A quota's own alert thresholds (DESIGN §7a), left out when it has none of its own
+# (it then alerts at ALERT_THRESHOLDS).
+ALERT_FIELDS = ("alert_thresholds",)
+QUOTA_FIELDS = (*LIMIT_FIELDS, *BUDGET_FIELDS, *ALERT_FIELDS)
 # The key that holds the quotas of each entity type, in document order.
 GROUPS = {
     "organizations": EntityType.ORGANIZATION,

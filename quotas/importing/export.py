@@ -35,6 +35,10 @@ def hierarchy_export() -> dict[str, Any]:
             values["period"] = quota.period
         if quota.carryover_limit:
             values["carryover_limit"] = amount_text(quota.carryover_limit)
+        if quota.alert_thresholds is not None:
+            values["alert_thresholds"] = [
+                amount_text(threshold) for threshold in quota.alert_thresholds
+            ]
         values.update(groups(children.get(quota.id, [])))
         return values
 

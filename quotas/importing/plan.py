@@ -31,6 +31,13 @@ from quotas.models import ApiKey, Quota, ResourceType
 _DEFAULTS = ("none", Decimal(0))
 
 
+def _value_text(value) -> str:
+    """A field's value as the plan shows it: an amount, or a list of them."""
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(amount_text(item) for item in value) + "]"
+    return amount_text(value)
+
+
 @dataclass(frozen=True)
 class Operation:
     """One service call of an import."""
@@ -48,14 +55,14 @@ class Operation:
         if self.action == "create":
             under = f" under {_place(self.parent)}" if self.parent else ""
             values = ", ".join(
-                f"{name} {amount_text(self.new[name])}"
+                f"{name} {_value_text(self.new[name])}"
                 for name in QUOTA_FIELDS
                 if self.new[name] is not None and self.new[name] not in _DEFAULTS
             )
             text = f"create {self.key}{under}: {values}"
         elif self.action == "update":
             changes = ", ".join(
-                f"{name} {amount_text(self.old[name])} → {amount_text(self.new[name])}"
+                f"{name} {_value_text(self.old[name])} → {_value_text(self.new[name])}"
                 for name in QUOTA_FIELDS
                 if name in self.new
             )

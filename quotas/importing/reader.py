@@ -227,6 +227,7 @@ class _Reader:
                 values[name] = None
                 readable = readable and name in ("soft_limit", "burst_limit")
         readable = self._budget(spec, values, path=path, line=line) and readable
+        readable = self._alerts(spec, values, path=path, line=line) and readable
         target = TargetQuota(
             key=key,
             parent=parent.key if parent else None,
@@ -299,6 +300,39 @@ class _Reader:
                 values["carryover_limit"] = None
                 readable = False
         return readable
+
+    def _alerts(self, spec, values: dict, *, path, line) -> bool:
+        """Read a quota's own alert thresholds into ``values`` (None: the default);
+        False when they are not readable (the problem is recorded)."""
+        raw = spec.get("alert_thresholds")
+        where = (
+            (*path, "alert_thresholds"),
+            spec.key_lines.get("alert_thresholds", line),
+        )
+        values["alert_thresholds"] = None
+        if raw is None:
+            return True
+        if not isinstance(raw, list):
+            self.problem(
+                f"alert_thresholds {_shown(raw)} is not valid: a list of percents "
+                "of the cap, e.g. [80, 100].",
+                *where,
+            )
+            return False
+        thresholds = []
+        for item in raw:
+            try:
+                thresholds.append(parse_amount(item, integer_digits=4, places=2))
+            except AmountError as exc:
+                self.problem(
+                    f"alert_thresholds {_shown(item)} is not valid: {exc}", *where
+                )
+                return False
+        breaches = rules.alert_threshold_breaches(thresholds)
+        for breach in breaches:
+            self.problem(breach.message, *where)
+        values["alert_thresholds"] = sorted(thresholds)
+        return not breaches
 
     def family_rules(self) -> None:
         """A child's limit_value ≤ its parent's; the children's limits sum to ≤ the
