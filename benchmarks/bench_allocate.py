@@ -1,28 +1,40 @@
 #!/usr/bin/env python
-"""Load benchmark of allocate and release over HTTP.
+"""Load benchmark of the API over HTTP, with default settings.
 
-    python3 bootstrap.py bench [--clients 32] [--seconds 10] [--workers 4]
+    python3 bootstrap.py bench [--clients 32] [--seconds 10] [--workers 4] [--scale]
 
 1. Starts a throwaway embedded PostgreSQL (durable settings, as in production, plus
    ``track_commit_timestamp`` for the lock-window probe), or, with ``DATABASE_URL``,
    creates a scratch database on that server and drops it afterwards.
-2. Migrates, builds two trees and an API key, and starts gunicorn (sync workers)
-   on a free port of 127.0.0.1.
-3. Measures, with the same client, in this order:
-   * trivial: a DRF view that does nothing (the ceiling on this machine);
-   * hot: every client allocates for its own user under ONE organization;
-   * spread: each client allocates under its OWN organization;
-   each allocate-only, then allocating and releasing, on a concurrent resource;
-   * budget: the hot tree as a monthly gpu_hours budget, allocate-only, then
-   allocate + consume + settle (DESIGN §3a). Each phase runs for a fixed
-   time and stops by itself.
+2. Migrates, builds the trees and one scheduler API key (its default write limit
+   counting on every write), and starts gunicorn (sync workers) on a free port of
+   127.0.0.1, serving the service plus two baselines (benchmarks/wsgi.py).
+3. Drives it with wrk, a fixed time per phase, in this order:
+   * bare: a DRF view without the project's middleware or authentication;
+   * trivial: a DRF view under the service's whole middleware stack;
+   * spread (each client under its own organization) and hot (every client under
+     ONE organization): allocate only, then allocate + release ("mixed");
+   * hot, no alerts: the hot phase with no alert thresholds anywhere;
+   * floor: the engine's allocate statement from a bare WSGI handler, without
+     Django: how much of the gap to bare is the framework's;
+   * job ×3: 3-resource job admissions under the hot organization;
+   * budget: the hot tree as monthly gpu_hours budgets, allocate only, then
+     allocate + consume + settle (DESIGN §3a);
+   * trivial and bare again (each baseline is the mean of its two phases);
+   * through PgBouncer: two gunicorn servers sharing PostgreSQL through Debian's
+     PgBouncer in transaction pooling, hot and hot mixed (skipped without it).
 4. Checks P1 (no level above its cap) and P2 (used = active allocations of the
    subtree) after each scenario.
 5. Probes the organization row's lock window under hot load: a temporary trigger
    stamps the organization's update time, and PostgreSQL's commit timestamps give
    the commit time of the same transaction.
-6. Prints allocations/s, releases/s, p50/p99 latency and the ratios to the trivial
-   endpoint measured in this run.
+6. Prints requests/s, allocations/s, p50/p99 latency, CPU per request of the app,
+   the database and the client, and the ratios to bare and trivial.
+
+``--scale`` instead measures allocate, release, check and the list endpoints'
+first page on an empty database, then again after loading DESIGN §8's size
+(benchmarks/populate.py: 100k quotas, 1M allocations, 5M history rows), and prints
+populated ÷ empty.
 """
 
 import argparse

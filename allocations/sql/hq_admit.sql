@@ -31,6 +31,7 @@ DECLARE
     v_leaves uuid[] := '{}';
     v_path uuid[];
     v_alloc allocations%ROWTYPE;
+    v_allocs allocations[] := '{}';
     v_new uuid[] := '{}';
     v_clash boolean := false;
     v_held allocations[];
@@ -39,7 +40,9 @@ DECLARE
     v_row quotas%ROWTYPE;
     v_rows quotas[] := '{}';
     v_burst boolean[];
-    v_levels json := '{}';
+    v_level json[] := '{}';
+    v_parts text[] := '{}';
+    v_list json[];
     n int;
     i int;
     j int;
@@ -86,6 +89,7 @@ BEGIN
         RETURNING * INTO v_alloc;
         IF FOUND THEN
             v_new := v_new || v_alloc.id;
+            v_allocs := v_allocs || v_alloc;
         ELSE
             v_clash := true;
         END IF;
@@ -107,7 +111,7 @@ BEGIN
     SELECT gen_random_uuid(), a.quota_id, a.id, a.entity_type, a.entity_id,
            a.resource_type, a.allocated_value, 'allocate', a.job_id, v_now,
            a.metadata, 0
-      FROM allocations a WHERE a.id = ANY (v_new);
+      FROM unnest(v_allocs) a;
 
     -- Every level of every path, in the global lock order.
     SELECT array_agg(l.id ORDER BY l.depth DESC, l.id),
@@ -142,17 +146,33 @@ BEGIN
             OR v_row.used > (v_row.limit_value + v_row.carried_over)
                             * v_row.overcommit_ratio;
         v_rows := v_rows || v_row;
+        v_level := v_level || hq_level(v_row, 0, p_allow_burst);
     END LOOP;
     PERFORM hq_alerts(v_rows, p_alerts);
 
-    UPDATE allocations a SET is_burst = true
-      FROM unnest(v_resources, v_burst) AS b(resource, burst)
-     WHERE a.id = ANY (v_new) AND a.resource_type = b.resource AND b.burst;
+    IF true = ANY (v_burst) THEN
+        UPDATE allocations a SET is_burst = true
+          FROM unnest(v_resources, v_burst) AS b(resource, burst)
+         WHERE a.id = ANY (v_new) AND a.resource_type = b.resource AND b.burst;
+        FOR i IN 1 .. n LOOP
+            v_allocs[i].is_burst := v_burst[i];
+        END LOOP;
+    END IF;
+    -- Each resource's levels as charged (leaf first: the walk went deepest first),
+    -- from the rows this call holds locked rather than read again.
+    FOR i IN 1 .. n LOOP
+        v_list := '{}';
+        FOR j IN 1 .. cardinality(v_level) LOOP
+            IF v_level_of[j] = i THEN
+                v_list := v_list || v_level[j];
+            END IF;
+        END LOOP;
+        v_parts := v_parts
+            || (to_json(v_resources[i])::text || ':' || array_to_json(v_list)::text);
+    END LOOP;
     RETURN json_build_object(
         'outcome', 'granted',
-        'allocations', (SELECT json_agg(row_to_json(a) ORDER BY a.resource_type)
-                          FROM allocations a WHERE a.id = ANY (v_new)),
-        'levels', hq_job_levels(v_resources, array_fill(0::numeric, ARRAY[n]),
-                                v_leaves, p_allow_burst, v_now, p_tz));
+        'allocations', (SELECT json_agg(row_to_json(a)) FROM unnest(v_allocs) a),
+        'levels', ('{' || array_to_string(v_parts, ',') || '}')::json);
 END
 $$;
