@@ -60,50 +60,64 @@ gone (id, parent_id) AS MATERIALIZED (
 # is the sum of what the subtree's active allocations have not consumed;
 # ``consumed`` is the sum of the subtree's history since the quota's period start
 # (time-based resources only: a concurrent resource consumes nothing).
+#
+# A row's ancestors come from its quota's ``path`` (the quota and its ancestors),
+# so the work is one pass over the active allocations and one over the history rows
+# that consumed something, hashed against ``quotas``: no closure of the whole tree,
+# whose size the planner cannot estimate (on DESIGN §8's size a closure-based plan
+# ran for many minutes). A deleted quota's rows count for the ancestors it had: up
+# its deleted parents (the audit trail) to the first quota that still exists, then
+# that one's path.
 USAGE_DRIFT_SQL = f"""
 WITH RECURSIVE {GONE_SQL},
-edges (id, parent_id) AS (
-    SELECT id, parent_id FROM quotas
-    UNION ALL
+gone_chain (id, up) AS (
     SELECT id, parent_id FROM gone
-),
-closure (ancestor, descendant) AS (
-    SELECT id, id FROM edges
     UNION ALL
-    SELECT e.parent_id, c.descendant
-      FROM closure c JOIN edges e ON e.id = c.ancestor
-     WHERE e.parent_id IS NOT NULL
+    SELECT c.id, g.parent_id FROM gone_chain c JOIN gone g ON g.id = c.up
+),
+paths (id, path) AS (
+    SELECT id, path FROM quotas
+    UNION ALL
+    SELECT c.id, q.path FROM gone_chain c JOIN quotas q ON q.id = c.up
 ),
 held AS (
     SELECT quota_id, sum(greatest(0, allocated_value - consumed_value)) AS total
       FROM allocations WHERE status = 'active' GROUP BY quota_id
+),
+reserved AS (
+    SELECT a.id AS quota_id, sum(held.total) AS total
+      FROM held
+      JOIN paths p ON p.id = held.quota_id
+     CROSS JOIN LATERAL unnest(p.path) AS a (id)
+     GROUP BY a.id
+),
+spent AS (
+    SELECT quota_id, timestamp, consumed_delta
+      FROM usage_history WHERE consumed_delta <> 0
+),
+consumed AS (
+    SELECT q.id AS quota_id, sum(s.consumed_delta) AS total
+      FROM spent s
+      JOIN paths p ON p.id = s.quota_id
+     CROSS JOIN LATERAL unnest(p.path) AS a (id)
+      JOIN quotas q ON q.id = a.id
+      JOIN resource_types rt ON rt.slug = q.resource_type AND rt.kind = 'time_based'
+     WHERE s.timestamp >= coalesce(q.period_start, '-infinity')
+     GROUP BY q.id
 ),
 scope (id) AS (
     SELECT id FROM quotas WHERE %(root)s::uuid IS NULL OR id = %(root)s::uuid
     UNION ALL
     SELECT q.id FROM quotas q JOIN scope s ON q.parent_id = s.id
      WHERE %(root)s::uuid IS NOT NULL
-),
-reserved AS (
-    SELECT c.ancestor AS quota_id, coalesce(sum(held.total), 0) AS total
-      FROM closure c LEFT JOIN held ON held.quota_id = c.descendant
-     GROUP BY c.ancestor
-),
-consumed AS (
-    SELECT q.id AS quota_id, sum(h.consumed_delta) AS total
-      FROM quotas q
-      JOIN resource_types rt ON rt.slug = q.resource_type AND rt.kind = 'time_based'
-      JOIN closure c ON c.ancestor = q.id
-      JOIN usage_history h ON h.quota_id = c.descendant
-                          AND h.timestamp >= coalesce(q.period_start, '-infinity')
-     GROUP BY q.id
 )
 SELECT q.id, q.entity_type, q.entity_id, q.resource_type,
-       q.reserved, reserved.total, q.consumed, coalesce(consumed.total, 0)
+       q.reserved, coalesce(reserved.total, 0), q.consumed, coalesce(consumed.total, 0)
   FROM quotas q
-  JOIN reserved ON reserved.quota_id = q.id
+  LEFT JOIN reserved ON reserved.quota_id = q.id
   LEFT JOIN consumed ON consumed.quota_id = q.id
- WHERE (q.reserved <> reserved.total OR q.consumed <> coalesce(consumed.total, 0))
+ WHERE (q.reserved <> coalesce(reserved.total, 0)
+        OR q.consumed <> coalesce(consumed.total, 0))
    AND q.id IN (SELECT id FROM scope)
  ORDER BY q.depth, q.entity_type, q.entity_id
 """
