@@ -54,6 +54,9 @@ from quotas.events.sending import SendResult, event_body, webhook_send
 
 logger = logging.getLogger(__name__)
 
+# Times come from the database clock, as statement_timestamp(): what Django's Now()
+# is on PostgreSQL, so rows the ORM stamps and rows stamped here compare alike.
+
 # How long a claim holds a delivery: the send's connect and read timeouts and a
 # margin. Only a process that died mid-send ever lets a lease run out.
 LEASE_MARGIN_SECONDS = 30
@@ -84,8 +87,8 @@ _QUEUE = """
 INSERT INTO webhook_deliveries
        (endpoint_id, event_id, status, attempts, next_attempt_at, retry_until,
         created_at)
-SELECT %(endpoint)s, e.row_id, 'pending', 0, now(),
-       now() + make_interval(hours => %(hours)s), now()
+SELECT %(endpoint)s, e.row_id, 'pending', 0, statement_timestamp(),
+       statement_timestamp() + make_interval(hours => %(hours)s), statement_timestamp()
   FROM events e
  WHERE e.id > %(cursor)s AND e.id <= %(end)s
    AND e.type <> %(test)s
@@ -158,15 +161,15 @@ def deliveries_fan_out(
 _CLAIM = """
 UPDATE webhook_deliveries d
    SET attempts = d.attempts + 1,
-       claimed_until = now() + make_interval(secs => %s)
+       claimed_until = statement_timestamp() + make_interval(secs => %s)
  WHERE d.id = (
         SELECT due.id
           FROM webhook_deliveries due
           JOIN webhook_endpoints ep ON ep.id = due.endpoint_id
           JOIN events e ON e.row_id = due.event_id
          WHERE due.status = 'pending'
-           AND due.next_attempt_at <= now()
-           AND (due.claimed_until IS NULL OR due.claimed_until <= now())
+           AND due.next_attempt_at <= statement_timestamp()
+           AND (due.claimed_until IS NULL OR due.claimed_until <= statement_timestamp())
            AND (ep.enabled OR e.type = %s)
          ORDER BY due.next_attempt_at, due.id
          LIMIT 1
@@ -213,7 +216,7 @@ def delivery_claim() -> Claim | None:
 _LOG = """
 INSERT INTO webhook_attempts (delivery_id, endpoint_id, event_id, attempt,
                               status_code, duration_ms, error, next_attempt_at, at)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, now())
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, statement_timestamp())
 """
 
 # The claim still ours (attempts unchanged): the next attempt after the backoff,
@@ -221,8 +224,8 @@ VALUES (%s, %s, %s, %s, %s, %s, %s, %s, now())
 _FAILED = """
 UPDATE webhook_deliveries
    SET claimed_until = NULL,
-       next_attempt_at = now() + make_interval(secs => %(delay)s),
-       status = CASE WHEN now() + make_interval(secs => %(delay)s)
+       next_attempt_at = statement_timestamp() + make_interval(secs => %(delay)s),
+       status = CASE WHEN statement_timestamp() + make_interval(secs => %(delay)s)
                           > coalesce(retry_until, 'infinity')
                      THEN 'given_up' ELSE 'pending' END
  WHERE id = %(id)s AND attempts = %(attempt)s AND status = 'pending'
@@ -231,18 +234,18 @@ RETURNING status, next_attempt_at
 
 _DELIVERED = """
 UPDATE webhook_deliveries
-   SET status = 'delivered', claimed_until = NULL, delivered_at = now()
+   SET status = 'delivered', claimed_until = NULL, delivered_at = statement_timestamp()
  WHERE id = %s AND status = 'pending'
 """
 
 _ENDPOINT_FAILED = """
 UPDATE webhook_endpoints
-   SET failing_since = coalesce(failing_since, now()),
-       enabled = enabled AND coalesce(failing_since, now())
-                             > now() - make_interval(days => %(days)s),
+   SET failing_since = coalesce(failing_since, statement_timestamp()),
+       enabled = enabled AND coalesce(failing_since, statement_timestamp())
+                             > statement_timestamp() - make_interval(days => %(days)s),
        disabled_reason = CASE
-           WHEN enabled AND coalesce(failing_since, now())
-                            <= now() - make_interval(days => %(days)s)
+           WHEN enabled AND coalesce(failing_since, statement_timestamp())
+                            <= statement_timestamp() - make_interval(days => %(days)s)
            THEN %(reason)s ELSE disabled_reason END
  WHERE id = %(id)s
 RETURNING enabled
@@ -390,11 +393,13 @@ def deliveries_redeliver(*, delivery_ids: list[int]) -> int:
         cursor.execute(
             """
             UPDATE webhook_deliveries
-               SET status = 'pending', next_attempt_at = now(), claimed_until = NULL,
-                   retry_until = now() + make_interval(hours => %s)
+               SET status = 'pending', next_attempt_at = statement_timestamp(),
+                   claimed_until = NULL,
+                   retry_until = statement_timestamp() + make_interval(hours => %s)
              WHERE id IN (SELECT id FROM webhook_deliveries
                            WHERE id = ANY (%s)
-                             AND (claimed_until IS NULL OR claimed_until <= now())
+                             AND (claimed_until IS NULL
+                                  OR claimed_until <= statement_timestamp())
                              FOR UPDATE SKIP LOCKED)
             """,
             [settings.WEBHOOK_RETRY_HOURS, list(delivery_ids)],
@@ -416,7 +421,8 @@ _PRUNE_STEPS = (
                SELECT d.id FROM webhook_deliveries d
                  JOIN events e ON e.row_id = d.event_id
                 WHERE e.occurred_at < %(cutoff)s
-                  AND (d.claimed_until IS NULL OR d.claimed_until <= now())
+                  AND (d.claimed_until IS NULL
+                       OR d.claimed_until <= statement_timestamp())
                 LIMIT %(batch)s FOR UPDATE OF d SKIP LOCKED),
            log AS (DELETE FROM webhook_attempts a USING gone
                     WHERE a.delivery_id = gone.id)
@@ -443,7 +449,7 @@ def events_prune(
     runs at once (or a delivery in flight) never conflict."""
     days = days or settings.EVENT_RETENTION_DAYS
     with connection.cursor() as cursor:
-        cursor.execute("SELECT now() - %s", [timedelta(days=days)])
+        cursor.execute("SELECT statement_timestamp() - %s", [timedelta(days=days)])
         (cutoff,) = cursor.fetchone()
     counts = {}
     for name, statement in _PRUNE_STEPS:

@@ -67,8 +67,8 @@ def address_refusal(text: str) -> str | None:
         ("loopback", address.is_loopback),
         ("link-local", address.is_link_local),
         ("multicast", address.is_multicast),
-        ("private", address.is_private),
         ("reserved", address.is_reserved),
+        ("private", address.is_private),
         # E.g. the shared address space 100.64.0.0/10 and 6to4 or Teredo forms.
         ("non-public", not address.is_global),
     )

@@ -1,0 +1,87 @@
+"""A real webhook receiver for the tests: an HTTP server on 127.0.0.1 that verifies
+every request's Standard Webhooks signature with the library and records what it
+got. No mock: the delivery code talks to it over TCP as it would to anyone's.
+
+``Receiver(secret)`` starts it on a free port (``url``); ``answers`` is a list of
+status codes to give, in order, before it answers 200 to everything;
+``stop()`` closes the socket (the receiver is "down"), ``start()`` opens it again
+on the same port.
+"""
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError
+
+
+class Receiver:
+    def __init__(self, secret: str = "", *, answers: list[int] | None = None):
+        self.secret = secret
+        self.answers = list(answers or [])
+        self.lock = threading.Lock()
+        # (webhook-id, status answered, parsed body) of every verified request.
+        self.requests: list[tuple[str, int, dict]] = []
+        # Requests whose signature did not verify (must stay empty).
+        self.unverified: list[str] = []
+        self.port = 0
+        self.server = None
+        self.thread = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hooks/quota"
+
+    def start(self) -> None:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                try:
+                    payload = Webhook(receiver.secret).verify(body, dict(self.headers))
+                except WebhookVerificationError as exc:
+                    with receiver.lock:
+                        receiver.unverified.append(str(exc))
+                    self._answer(400)
+                    return
+                with receiver.lock:
+                    status = receiver.answers.pop(0) if receiver.answers else 200
+                    receiver.requests.append(
+                        (self.headers["webhook-id"], status, payload)
+                    )
+                self._answer(status)
+
+            def _answer(self, status: int) -> None:
+                self.send_response(status)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def ids(self, *, status: int | None = None) -> list[str]:
+        """The webhook-ids received, in order (only those answered ``status``)."""
+        with self.lock:
+            return [
+                webhook_id
+                for webhook_id, answered, _ in self.requests
+                if status is None or answered == status
+            ]
+
+    def payloads(self) -> list[dict]:
+        with self.lock:
+            return [payload for _, _, payload in self.requests]
