@@ -221,7 +221,7 @@ def test_the_delivery_log_is_newest_first_and_paged(admin):
     assert [row["attempt"] for row in admin.get(next_link(first)).json()] == [1]
 
 
-# --- Who may -------------------------------------------------------------------------
+# --- Who may --------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("role", ["viewer", "scheduler"])
@@ -289,7 +289,7 @@ def test_a_scoped_key_sees_and_makes_endpoints_inside_its_scope_only(admin):
     assert _snapshot() == before
 
 
-# --- Every error a clear 400 or 404, and nothing changed ---------------------------
+# --- Every error a clear 400 or 404, and nothing changed ------------------------------
 
 
 @pytest.mark.parametrize(
