@@ -3,7 +3,8 @@ every request's Standard Webhooks signature with the library and records what it
 got. No mock: the delivery code talks to it over TCP as it would to anyone's.
 
 ``Receiver(secret)`` starts it on a free port (``url``); ``answers`` is a list of
-status codes to give, in order, before it answers 200 to everything;
+status codes (or ``(status, body)``) to give, in order, before it answers 200
+("ok") to everything;
 ``stop()`` closes the socket (the receiver is "down"), ``start()`` opens it again
 on the same port.
 """
@@ -48,17 +49,20 @@ class Receiver:
                     self._answer(400)
                     return
                 with receiver.lock:
-                    status = receiver.answers.pop(0) if receiver.answers else 200
+                    answer = receiver.answers.pop(0) if receiver.answers else 200
+                    status, text = (
+                        answer if isinstance(answer, tuple) else (answer, b"ok")
+                    )
                     receiver.requests.append(
                         (self.headers["webhook-id"], status, payload)
                     )
-                self._answer(status)
+                self._answer(status, text)
 
-            def _answer(self, status: int) -> None:
+            def _answer(self, status: int, text: bytes = b"ok") -> None:
                 self.send_response(status)
-                self.send_header("Content-Length", "2")
+                self.send_header("Content-Length", str(len(text)))
                 self.end_headers()
-                self.wfile.write(b"ok")
+                self.wfile.write(text)
 
             def log_message(self, *args):
                 pass

@@ -143,6 +143,15 @@ class WebhookEndpointCreatedSerializer(WebhookEndpointSerializer):
         read_only_fields = fields
 
 
+@extend_schema_serializer(
+    examples=[
+        OpenApiExample(
+            "Disable an endpoint",
+            value={"enabled": False},
+            request_only=True,
+        )
+    ]
+)
 class WebhookEndpointUpdateSerializer(serializers.Serializer):
     """The fields of a webhook endpoint that may change; absent ones stay as they
     are. The URL must be http or https and reach a public address (unless the
@@ -234,22 +243,20 @@ class WebhookAttemptSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-@extend_schema_serializer(
-    examples=[
-        OpenApiExample(
-            "A test event queued",
-            value={
-                "id": 13,
-                "event_id": 1043,
-                "status": "pending",
-                "attempts": 0,
-                "next_attempt_at": "2026-11-27T09:30:00.123456Z",
-                "created_at": "2026-11-27T09:30:00.123456Z",
-            },
-            response_only=True,
-        )
-    ]
+TEST_QUEUED_EXAMPLE = OpenApiExample(
+    "A test event queued",
+    value={
+        "id": 13,
+        "event_id": 1043,
+        "status": "pending",
+        "attempts": 0,
+        "next_attempt_at": "2026-11-27T09:30:00.123456Z",
+        "created_at": "2026-11-27T09:30:00.123456Z",
+    },
+    response_only=True,
 )
+
+
 class WebhookDeliverySerializer(serializers.ModelSerializer):
     """One event to deliver to one endpoint: pending until delivered or given up."""
 

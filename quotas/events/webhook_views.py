@@ -1,6 +1,6 @@
 """The webhook endpoints API (DESIGN §7a): admin keys only, reads included."""
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import generics, status
 from rest_framework.response import Response
 
@@ -21,6 +21,7 @@ from quotas.events import endpoints
 from quotas.events.models import WebhookAttempt
 from quotas.events.selectors import FEED_TYPES
 from quotas.events.serializers import (
+    TEST_QUEUED_EXAMPLE,
     WebhookAttemptSerializer,
     WebhookDeliverySerializer,
     WebhookEndpointCreatedSerializer,
@@ -230,7 +231,11 @@ class WebhookTestView(generics.GenericAPIView):
         "delivery pass sends it. The answer is its delivery.",
         request=None,
         responses={
-            202: WebhookDeliverySerializer,
+            202: OpenApiResponse(
+                WebhookDeliverySerializer,
+                description="Queued: the next delivery pass sends it.",
+                examples=[TEST_QUEUED_EXAMPLE],
+            ),
             **error_responses(write=True, not_found=ENDPOINT_NOT_FOUND, locks=True),
         },
     )
