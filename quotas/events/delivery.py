@@ -387,8 +387,9 @@ def webhooks_deliver(
 
 def deliveries_redeliver(*, delivery_ids: list[int]) -> int:
     """Send these deliveries again, now, with a new retry window (whatever their
-    status). One being sent right now is left alone. Returns how many."""
-    with transaction.atomic(durable=True), connection.cursor() as cursor:
+    status). One being sent right now is left alone. Returns how many. Not a
+    durable block: the admin's action may call it inside its own transaction."""
+    with transaction.atomic(), connection.cursor() as cursor:
         # SKIP LOCKED: a delivery being claimed or recorded is passed over.
         cursor.execute(
             """

@@ -7,6 +7,9 @@ secret (Standard Webhooks, ``whsec_`` and base64) is made here and shown once, i
 the answer that creates the endpoint. A new endpoint receives the events committed
 after it was made, not the outbox's past; so does one that is enabled again.
 
+These functions open ``transaction.atomic()`` rather than a durable block because
+the Django admin calls them inside its own transaction (as quotas.services does).
+
 A scoped API key manages the endpoints scoped inside its own scope only: it sees
 no other, and may not make one without a scope (it would receive events from
 outside). An entity outside its scope is refused in the same words as one that
@@ -212,7 +215,7 @@ def endpoint_update(
         cleaned["scope_quota_id"] = quota_id
     if "description" in changes:
         cleaned["description"] = description_clean(changes["description"])
-    with transaction.atomic(durable=True):
+    with transaction.atomic():
         # The row lock orders this change with the delivery process's fan-out,
         # which reads the cursor and filters under the same lock.
         endpoint = (
@@ -239,7 +242,7 @@ def endpoint_update(
 def endpoint_delete(*, endpoint_id: UUID, key_scope: Scope | None = None) -> None:
     """Delete an endpoint with its deliveries and their log."""
     endpoint = endpoint_get(endpoint_id=endpoint_id, scope=key_scope)
-    with transaction.atomic(durable=True):
+    with transaction.atomic():
         WebhookAttempt.objects.filter(endpoint=endpoint).delete()
         WebhookDelivery.objects.filter(endpoint=endpoint).delete()
         WebhookEndpoint.objects.filter(id=endpoint.id).delete()
@@ -253,7 +256,7 @@ def endpoint_send_test(
     receiver). The next delivery pass sends it. Returns its delivery."""
     endpoint = endpoint_get(endpoint_id=endpoint_id, scope=key_scope)
     hours = settings.WEBHOOK_RETRY_HOURS
-    with transaction.atomic(durable=True):
+    with transaction.atomic():
         event = Event.objects.create(
             type=EventType.TEST,
             data={
