@@ -10,6 +10,7 @@ on the same port.
 """
 
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from standardwebhooks import Webhook
@@ -19,6 +20,8 @@ from standardwebhooks.webhooks import WebhookVerificationError
 class Receiver:
     def __init__(self, secret: str = "", *, answers: list[int] | None = None):
         self.secret = secret
+        # Seconds to wait before answering (a slow receiver).
+        self.delay = 0.0
         self.answers = list(answers or [])
         self.lock = threading.Lock()
         # (webhook-id, status answered, parsed body) of every verified request.
@@ -56,6 +59,7 @@ class Receiver:
                     receiver.requests.append(
                         (self.headers["webhook-id"], status, payload)
                     )
+                time.sleep(receiver.delay)
                 self._answer(status, text)
 
             def _answer(self, status: int, text: bytes = b"ok") -> None:

@@ -20,7 +20,7 @@ from django.core.management import CommandError
 from django.db import connection, transaction
 from django.db.models.functions import Now
 
-from quotas.events.delivery import deliveries_fan_out, webhooks_deliver
+from quotas.events.delivery import deliveries_fan_out, events_prune, webhooks_deliver
 from quotas.events.endpoints import endpoint_create
 from quotas.events.models import (
     DeliveryStatus,
@@ -29,6 +29,7 @@ from quotas.events.models import (
     WebhookDelivery,
 )
 from quotas.events.services import quota_event, record_events
+from tests.concurrency import outcomes, run_in_threads
 from tests.factories import QuotaFactory
 from tests.helpers import database_url, run_command
 from tests.receiver import Receiver
@@ -278,3 +279,20 @@ def test_prune_keeps_what_days_says(receiver, sequenced):
 
     assert run_command("prune_events", "--days", "11")[1].startswith("deleted 0")
     assert run_command("prune_events", "--days", "9")[1].startswith("deleted 2")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_prunes_at_once_delete_everything_once_without_errors(receiver):
+    _endpoint(receiver)
+    _committed_events(200)
+    deliveries_fan_out()
+    Event.objects.update(occurred_at=Now() - timedelta(days=40))
+
+    results = run_in_threads(2, lambda _: events_prune(days=30, batch_size=7))
+
+    returned, _ = outcomes(results)
+    assert len(returned) == 2
+    assert sum(counts["events"] for counts in returned) == 200
+    assert sum(counts["deliveries"] for counts in returned) == 200
+    assert not Event.objects.exists()
+    assert not WebhookDelivery.objects.exists()

@@ -341,3 +341,33 @@ def test_a_claimed_delivery_is_not_claimed_again_until_its_lease_ends(receiver, 
     again = delivery.delivery_claim()
     assert again.attempt == 2
     assert again.event.id == claim.event.id
+
+
+def test_a_slow_receiver_times_out_and_is_retried(receiver, tree, settings):
+    settings.WEBHOOK_TIMEOUT_SECONDS = 1
+    org, team, user = tree
+    _endpoint(receiver)
+    receiver.delay = 1.5
+    _events(team, "quota.threshold_crossed")
+
+    assert str(_deliver()) == "delivered 0, failed 1, given up 0 (queued 1)"
+
+    attempt = WebhookAttempt.objects.get()
+    assert attempt.status_code is None
+    assert attempt.error == "timed out after 1 s"
+    assert 900 <= attempt.duration_ms < 1500
+    assert WebhookDelivery.objects.get().status == DeliveryStatus.PENDING
+
+
+def test_no_more_of_an_answer_than_the_cap_is_read(receiver, tree, settings):
+    settings.WEBHOOK_MAX_RESPONSE_BYTES = 100
+    org, team, user = tree
+    _endpoint(receiver)
+    receiver.answers = [(500, b"x" * 5_000_000)]
+    _events(team, "quota.threshold_crossed")
+
+    _deliver()
+
+    attempt = WebhookAttempt.objects.get()
+    assert attempt.status_code == 500
+    assert attempt.error == "HTTP 500: " + "x" * 100

@@ -162,19 +162,22 @@ _CLAIM = """
 UPDATE webhook_deliveries d
    SET attempts = d.attempts + 1,
        claimed_until = statement_timestamp() + make_interval(secs => %s)
- WHERE d.id = (
+  FROM webhook_endpoints target
+ WHERE target.id = d.endpoint_id
+   AND d.id = (
         SELECT due.id
           FROM webhook_deliveries due
           JOIN webhook_endpoints ep ON ep.id = due.endpoint_id
           JOIN events e ON e.row_id = due.event_id
          WHERE due.status = 'pending'
            AND due.next_attempt_at <= statement_timestamp()
-           AND (due.claimed_until IS NULL OR due.claimed_until <= statement_timestamp())
+           AND (due.claimed_until IS NULL
+                OR due.claimed_until <= statement_timestamp())
            AND (ep.enabled OR e.type = %s)
          ORDER BY due.next_attempt_at, due.id
          LIMIT 1
            FOR UPDATE OF due SKIP LOCKED)
-RETURNING d.id, d.attempts, d.endpoint_id, d.event_id
+RETURNING d.id, d.attempts, d.endpoint_id, d.event_id, target.url, target.secret
 """
 
 
@@ -199,14 +202,14 @@ def delivery_claim() -> Claim | None:
         row = cursor.fetchone()
     if row is None:
         return None
-    delivery_id, attempt, endpoint_id, event_row_id = row
-    endpoint = WebhookEndpoint.objects.only("url", "secret").get(id=endpoint_id)
+    delivery_id, attempt, endpoint_id, event_row_id, url, secret = row
     return Claim(
         delivery_id=delivery_id,
         attempt=attempt,
         endpoint_id=endpoint_id,
-        url=endpoint.url,
-        secret=endpoint.secret,
+        url=url,
+        secret=secret,
+        # A claimed delivery is never pruned, so neither is its event.
         event=Event.objects.get(row_id=event_row_id),
     )
 
