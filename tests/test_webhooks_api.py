@@ -221,6 +221,27 @@ def test_the_delivery_log_is_newest_first_and_paged(admin):
     assert [row["attempt"] for row in admin.get(next_link(first)).json()] == [1]
 
 
+def test_the_lists_take_a_fixed_number_of_queries(admin, django_assert_max_num_queries):
+    created = [_create(admin).json() for _ in range(5)]
+    url = f"{WEBHOOKS}/{created[0]['id']}"
+    for _ in range(3):
+        admin.post(f"{url}/test")
+    delivery = WebhookDelivery.objects.first()
+    for attempt in range(1, 6):
+        WebhookAttempt.objects.create(
+            delivery=delivery,
+            endpoint_id=created[0]["id"],
+            event_id=1,
+            attempt=attempt,
+        )
+
+    # At most the key and the page; the log adds its endpoint.
+    with django_assert_max_num_queries(2):
+        assert len(admin.get(WEBHOOKS).json()) == 5
+    with django_assert_max_num_queries(3):
+        assert len(admin.get(f"{url}/deliveries").json()) == 5
+
+
 # --- Who may --------------------------------------------------------------------------
 
 
