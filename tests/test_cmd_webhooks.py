@@ -20,7 +20,7 @@ from django.core.management import CommandError
 from django.db import connection, transaction
 from django.db.models.functions import Now
 
-from quotas.events.delivery import deliveries_fan_out, events_prune, webhooks_deliver
+from quotas.events.delivery import deliveries_fan_out, webhooks_deliver
 from quotas.events.endpoints import endpoint_create
 from quotas.events.models import (
     DeliveryStatus,
@@ -28,6 +28,7 @@ from quotas.events.models import (
     WebhookAttempt,
     WebhookDelivery,
 )
+from quotas.events.pruning import events_prune
 from quotas.events.services import quota_event, record_events
 from tests.concurrency import outcomes, run_in_threads
 from tests.factories import QuotaFactory

@@ -1,4 +1,4 @@
-"""Delivering events to webhook endpoints (DESIGN §7a, P4), and pruning.
+"""Delivering events to webhook endpoints (DESIGN §7a, P4).
 
 A delivery pass (``manage.py deliver_webhooks``) does three things, each in short
 transactions of its own, with no network I/O inside any of them:
@@ -37,7 +37,6 @@ deliveries only, skipping locked ones. So no cycle, no deadlock.
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -46,8 +45,6 @@ from quotas.events.models import (
     DeliveryStatus,
     Event,
     EventType,
-    WebhookAttempt,
-    WebhookDelivery,
     WebhookEndpoint,
 )
 from quotas.events.sending import SendResult, event_body, webhook_send
@@ -315,6 +312,11 @@ def delivery_record(claim: Claim, result: SendResult) -> Outcome:
             )
             return Outcome(status)
         cursor.execute(
+            "SELECT enabled FROM webhook_endpoints WHERE id = %s FOR UPDATE",
+            [claim.endpoint_id],
+        )
+        was = cursor.fetchone()
+        cursor.execute(
             _ENDPOINT_FAILED,
             {
                 "id": claim.endpoint_id,
@@ -323,7 +325,8 @@ def delivery_record(claim: Claim, result: SendResult) -> Outcome:
             },
         )
         row = cursor.fetchone()
-    disabled = row is not None and not row[0]
+    # Disabled by this failure (not before it, by hand or by another process).
+    disabled = bool(was and was[0] and row and not row[0])
     if disabled:
         logger.warning("webhook endpoint %s disabled", claim.endpoint_id)
     return Outcome(status, endpoint_disabled=disabled)
@@ -385,7 +388,7 @@ def webhooks_deliver(
     return summary
 
 
-# --- Redelivery and pruning -----------------------------------------------------------
+# --- Redelivery -----------------------------------------------------------
 
 
 def deliveries_redeliver(*, delivery_ids: list[int]) -> int:
@@ -409,71 +412,3 @@ def deliveries_redeliver(*, delivery_ids: list[int]) -> int:
             [settings.WEBHOOK_RETRY_HOURS, list(delivery_ids)],
         )
         return cursor.rowcount
-
-
-_PRUNE_STEPS = (
-    (
-        "attempts",
-        """DELETE FROM webhook_attempts WHERE id IN (
-               SELECT id FROM webhook_attempts WHERE at < %(cutoff)s
-                LIMIT %(batch)s FOR UPDATE SKIP LOCKED)""",
-    ),
-    (
-        "deliveries",
-        # Their attempts first (a delivery's log goes with it), then the rows.
-        """WITH gone AS (
-               SELECT d.id FROM webhook_deliveries d
-                 JOIN events e ON e.row_id = d.event_id
-                WHERE e.occurred_at < %(cutoff)s
-                  AND (d.claimed_until IS NULL
-                       OR d.claimed_until <= statement_timestamp())
-                LIMIT %(batch)s FOR UPDATE OF d SKIP LOCKED),
-           log AS (DELETE FROM webhook_attempts a USING gone
-                    WHERE a.delivery_id = gone.id)
-           DELETE FROM webhook_deliveries d USING gone WHERE d.id = gone.id""",
-    ),
-    (
-        "events",
-        """DELETE FROM events WHERE row_id IN (
-               SELECT e.row_id FROM events e
-                WHERE e.occurred_at < %(cutoff)s
-                  AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d
-                                   WHERE d.event_id = e.row_id)
-                LIMIT %(batch)s FOR UPDATE SKIP LOCKED)""",
-    ),
-)
-
-
-def events_prune(
-    *, days: int | None = None, batch_size: int = 1000, dry_run: bool = False
-) -> dict[str, int]:
-    """Delete events older than ``days`` (EVENT_RETENTION_DAYS), their deliveries,
-    and delivery log rows older than that; return how many of each. In batches,
-    each its own transaction; rows another process holds are skipped, so several
-    runs at once (or a delivery in flight) never conflict."""
-    days = days or settings.EVENT_RETENTION_DAYS
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT statement_timestamp() - %s", [timedelta(days=days)])
-        (cutoff,) = cursor.fetchone()
-    counts = {}
-    for name, statement in _PRUNE_STEPS:
-        if dry_run:
-            counts[name] = _prune_count(name, cutoff)
-            continue
-        counts[name] = 0
-        while True:
-            with transaction.atomic(durable=True), connection.cursor() as cursor:
-                cursor.execute(statement, {"cutoff": cutoff, "batch": batch_size})
-                deleted = cursor.rowcount
-            counts[name] += deleted
-            if deleted < batch_size:
-                break
-    return counts
-
-
-def _prune_count(name: str, cutoff) -> int:
-    if name == "attempts":
-        return WebhookAttempt.objects.filter(at__lt=cutoff).count()
-    if name == "deliveries":
-        return WebhookDelivery.objects.filter(event__occurred_at__lt=cutoff).count()
-    return Event.objects.filter(occurred_at__lt=cutoff).count()

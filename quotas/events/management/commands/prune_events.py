@@ -2,8 +2,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import DatabaseError
 
-from quotas.events.delivery import events_prune
 from quotas.events.management.arguments import positive_int
+from quotas.events.pruning import events_prune
 
 
 class Command(BaseCommand):
