@@ -9,6 +9,7 @@ status codes (or ``(status, body)``) to give, in order, before it answers 200
 on the same port.
 """
 
+import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,14 +19,24 @@ from standardwebhooks.webhooks import WebhookVerificationError
 
 
 class Receiver:
-    def __init__(self, secret: str = "", *, answers: list[int] | None = None):
+    def __init__(
+        self,
+        secret: str = "",
+        *,
+        answers: list[int] | None = None,
+        tls: tuple[str, str] | None = None,
+    ):
         self.secret = secret
+        # (certificate file, key file): serve HTTPS with them.
+        self.tls = tls
         # Seconds to wait before answering (a slow receiver).
         self.delay = 0.0
         self.answers = list(answers or [])
         self.lock = threading.Lock()
         # (webhook-id, status answered, parsed body) of every verified request.
         self.requests: list[tuple[str, int, dict]] = []
+        # The Host header of every request.
+        self.hosts: list[str] = []
         # Requests whose signature did not verify (must stay empty).
         self.unverified: list[str] = []
         self.port = 0
@@ -35,13 +46,16 @@ class Receiver:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hooks/quota"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://127.0.0.1:{self.port}/hooks/quota"
 
     def start(self) -> None:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
+                with receiver.lock:
+                    receiver.hosts.append(self.headers.get("Host", ""))
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
                 try:
@@ -72,6 +86,12 @@ class Receiver:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        if self.tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*self.tls)
+            self.server.socket = context.wrap_socket(
+                self.server.socket, server_side=True
+            )
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)

@@ -6,6 +6,8 @@ allowed here: WEBHOOK_ALLOW_PRIVATE). Time is driven by moving ``next_attempt_at
 and the other timestamps into the past; nothing sleeps.
 """
 
+import shutil
+import subprocess
 from datetime import timedelta
 
 import pytest
@@ -21,6 +23,7 @@ from quotas.events.models import (
     WebhookDelivery,
     WebhookEndpoint,
 )
+from quotas.events.sending import webhook_send
 from quotas.events.services import quota_event, record_events
 from tests.factories import QuotaFactory
 from tests.receiver import Receiver
@@ -371,3 +374,92 @@ def test_no_more_of_an_answer_than_the_cap_is_read(receiver, tree, settings):
     attempt = WebhookAttempt.objects.get()
     assert attempt.status_code == 500
     assert attempt.error == "HTTP 500: " + "x" * 100
+
+
+def test_the_connection_goes_to_the_address_that_was_checked(receiver, settings):
+    """The name is resolved once, by the guard, and the request goes to that
+    address with the name in the Host header: the system resolver is never asked
+    again (it does not know this name at all)."""
+    receiver.secret = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw2y/IRpvVq0o="
+    body = b'{"type":"webhook.test"}'
+
+    result = webhook_send(
+        url=f"http://hooks.invalid:{receiver.port}/in",
+        secret=receiver.secret,
+        message_id="42",
+        body=body,
+        resolver=lambda host, port: ["127.0.0.1"],
+    )
+
+    assert result.delivered, result
+    assert receiver.hosts == [f"hooks.invalid:{receiver.port}"]
+    assert receiver.ids() == ["42"]
+
+
+def test_a_name_rebound_to_a_private_address_is_refused_at_send_time(
+    receiver, settings
+):
+    settings.WEBHOOK_ALLOW_PRIVATE = False
+
+    result = webhook_send(
+        url=f"http://hooks.invalid:{receiver.port}/in",
+        secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw2y/IRpvVq0o=",
+        message_id="42",
+        body=b"{}",
+        resolver=lambda host, port: ["127.0.0.1"],
+    )
+
+    assert result.status_code is None
+    assert result.error.startswith(
+        "refused: The host 'hooks.invalid' resolves to a loopback address"
+    )
+    assert receiver.hosts == []
+
+
+@pytest.fixture
+def certificate(tmp_path):
+    """A self-signed certificate for hooks.invalid, trusted by this test's TLS
+    clients (SSL_CERT_FILE)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+            "-keyout", str(key), "-out", str(cert), "-days", "1",
+            "-subj", "/CN=hooks.invalid",
+            "-addext", "subjectAltName=DNS:hooks.invalid",
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return str(cert), str(key)
+
+
+@pytest.mark.parametrize(
+    "name, delivered", [("hooks.invalid", True), ("x.invalid", False)]
+)
+def test_https_checks_the_certificate_against_the_name_not_the_address(
+    certificate, monkeypatch, name, delivered
+):
+    monkeypatch.setenv("SSL_CERT_FILE", certificate[0])
+    receiver = Receiver(
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw2y/IRpvVq0o=", tls=certificate
+    )
+    try:
+        result = webhook_send(
+            url=f"https://{name}:{receiver.port}/in",
+            secret=receiver.secret,
+            message_id="7",
+            body=b"{}",
+            resolver=lambda host, port: ["127.0.0.1"],
+        )
+    finally:
+        receiver.stop()
+
+    assert result.delivered is delivered, result
+    if delivered:
+        assert receiver.ids() == ["7"]
+    else:
+        assert "x.invalid" in result.error
+        assert receiver.ids() == []
