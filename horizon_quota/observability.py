@@ -191,6 +191,72 @@ class QuotaGaugeCollector:
         yield used
 
 
+class WebhookGaugeCollector:
+    """The webhook outbox at scrape time (DESIGN §7a), from the tables themselves,
+    so every process reports the same figures whichever process delivers:
+
+    * ``hq_webhook_deliveries{status}``: deliveries pending, delivered, given up;
+    * ``hq_webhook_events_pending``: events some enabled endpoint has yet to get
+      (a delivery pending, or not yet queued by a delivery pass);
+    * ``hq_webhook_oldest_undelivered_age_seconds``: the age of the oldest of them
+      (0 when there is none): how far behind the receivers are.
+    """
+
+    STATUSES = ("pending", "delivered", "given_up")
+    DELIVERIES = "SELECT status, count(*) FROM webhook_deliveries GROUP BY status"
+    # Pending deliveries of enabled endpoints, and the events after the smallest
+    # cursor of an enabled endpoint that no pass has queued yet (test events are
+    # queued as they are made).
+    PENDING = """
+        WITH undelivered AS (
+            SELECT e.row_id, e.occurred_at
+              FROM webhook_deliveries d
+              JOIN webhook_endpoints ep ON ep.id = d.endpoint_id AND ep.enabled
+              JOIN events e ON e.row_id = d.event_id
+             WHERE d.status = 'pending'
+            UNION
+            SELECT e.row_id, e.occurred_at
+              FROM events e
+             WHERE e.id > (SELECT min(cursor) FROM webhook_endpoints WHERE enabled)
+               AND e.type <> 'webhook.test'
+        )
+        SELECT count(*),
+               coalesce(extract(epoch FROM statement_timestamp() - min(occurred_at)), 0)
+          FROM undelivered
+    """
+
+    def collect(self):
+        deliveries = GaugeMetricFamily(
+            "hq_webhook_deliveries",
+            "Webhook deliveries by status: pending, delivered, given_up.",
+            labels=["status"],
+        )
+        pending = GaugeMetricFamily(
+            "hq_webhook_events_pending",
+            "Events an enabled webhook endpoint has yet to receive.",
+        )
+        oldest = GaugeMetricFamily(
+            "hq_webhook_oldest_undelivered_age_seconds",
+            "Age of the oldest event an enabled webhook endpoint has yet to receive.",
+        )
+        counts, waiting, age = {}, 0, 0.0
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(self.DELIVERIES)
+                counts = dict(cursor.fetchall())
+                cursor.execute(self.PENDING)
+                waiting, age = cursor.fetchone()
+        except DatabaseError:
+            DATABASE_ERRORS.labels("metrics_scrape").inc()
+        for status in self.STATUSES:
+            deliveries.add_metric([status], float(counts.get(status, 0)))
+        pending.add_metric([], float(waiting))
+        oldest.add_metric([], max(0.0, float(age)))
+        yield deliveries
+        yield pending
+        yield oldest
+
+
 def _client_allowed(request) -> bool:
     token = settings.METRICS_TOKEN
     if token:
@@ -231,4 +297,5 @@ def _quota_registry() -> CollectorRegistry:
     if _quota_registry_instance is None:
         _quota_registry_instance = CollectorRegistry(auto_describe=False)
         _quota_registry_instance.register(QuotaGaugeCollector())
+        _quota_registry_instance.register(WebhookGaugeCollector())
     return _quota_registry_instance

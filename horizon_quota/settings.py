@@ -207,7 +207,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
-    "ENUM_NAME_OVERRIDES": {"BudgetPeriodEnum": "quotas.models.BudgetPeriod"},
+    "ENUM_NAME_OVERRIDES": {
+        "BudgetPeriodEnum": "quotas.models.BudgetPeriod",
+        "DeliveryStatusEnum": "quotas.events.models.DeliveryStatus",
+        "StatusEnum": "allocations.models.AllocationStatus",
+    },
 }
 
 # How long a process trusts an API key it has verified before looking it up again;

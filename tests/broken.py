@@ -414,3 +414,33 @@ def record_event_numbered_at_insert(event: dict) -> None:
                 simplejson.dumps(event["data"], use_decimal=True),
             ],
         )
+
+
+def webhooks_deliver_without_claims() -> int:
+    """Reads the due webhook deliveries without locking or leasing them, then sends
+    each one and marks it delivered: two delivery processes running at once both
+    send (most of) the same events."""
+    from quotas.events.delivery import Claim, claim_send
+    from quotas.events.models import DeliveryStatus, WebhookDelivery
+
+    due = WebhookDelivery.objects.filter(
+        status=DeliveryStatus.PENDING, next_attempt_at__lte=Now()
+    ).select_related("endpoint", "event")
+    sent = 0
+    for row in list(due.order_by("next_attempt_at", "id")):
+        claim = Claim(
+            delivery_id=row.id,
+            attempt=row.attempts + 1,
+            endpoint_id=row.endpoint_id,
+            url=row.endpoint.url,
+            secret=row.endpoint.secret,
+            event=row.event,
+        )
+        if claim_send(claim).delivered:
+            WebhookDelivery.objects.filter(id=row.id).update(
+                status=DeliveryStatus.DELIVERED,
+                attempts=F("attempts") + 1,
+                delivered_at=Now(),
+            )
+            sent += 1
+    return sent

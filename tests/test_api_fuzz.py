@@ -25,6 +25,7 @@ from allocations.services import allocation_create
 from horizon_quota.wsgi import application
 from quotas.access.keys import api_key_create
 from quotas.demo import seed_demo
+from quotas.events.endpoints import endpoint_create
 from quotas.models import EntityType, Quota
 
 SCHEMA_PATH = "/api/schema/?format=json"
@@ -57,6 +58,13 @@ OPERATIONS = [
     "POST /api/v1/jobs/{job_id}/release",
     "POST /api/v1/jobs/{job_id}/renew",
     "GET /api/v1/events",
+    "GET /api/v1/webhooks",
+    "POST /api/v1/webhooks",
+    "GET /api/v1/webhooks/{endpoint_id}",
+    "PATCH /api/v1/webhooks/{endpoint_id}",
+    "DELETE /api/v1/webhooks/{endpoint_id}",
+    "GET /api/v1/webhooks/{endpoint_id}/deliveries",
+    "POST /api/v1/webhooks/{endpoint_id}/test",
 ]
 
 # positive_data_acceptance expects a 2xx for every schema-valid request. The schema
@@ -123,6 +131,14 @@ def fuzz(db, in_process_wsgi):
         )
         for entity_id in ("alice", "bob", "carol")
     ]
+    # Events get their public id as they are written, as at a commit (nothing
+    # commits in this test's transaction): a queued test event's id is real.
+    with connection.cursor() as cursor:
+        cursor.execute("SET CONSTRAINTS events_sequence IMMEDIATE")
+    endpoints = [
+        endpoint_create(url="https://93.184.215.14/hooks", description=str(n))
+        for n in range(2)
+    ]
     _, raw_key = api_key_create(name="fuzzer", role="admin")
     schema = _load_schema(in_process_wsgi)
     ids = {
@@ -131,6 +147,7 @@ def fuzz(db, in_process_wsgi):
             *(str(pk) for pk in Quota.objects.values_list("id", flat=True)[:6]),
         ],
         "allocation_id": [str(result.allocation.id) for result in granted],
+        "endpoint_id": [str(endpoint.id) for endpoint in endpoints],
     }
     return schema, {"Authorization": f"Api-Key {raw_key}"}, ids
 

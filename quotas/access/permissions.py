@@ -17,3 +17,14 @@ class RolePermission(permissions.BasePermission):
             return True
         allowed = getattr(view, "write_roles", {ApiKeyRole.ADMIN})
         return key.role in allowed
+
+
+class AdminRolePermission(permissions.BasePermission):
+    """Every method, reads included, needs an admin key (webhook endpoints: their
+    URLs and delivery logs are an admin's business)."""
+
+    message = RolePermission.message
+
+    def has_permission(self, request, view):
+        key = request.auth
+        return key is not None and key.role == ApiKeyRole.ADMIN

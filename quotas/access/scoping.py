@@ -58,9 +58,10 @@ class Scope:
         )
 
     @classmethod
-    def parse(cls, text: str) -> "Scope":
+    def parse(cls, text: str, *, subject: str = "a key") -> "Scope":
         """``organization:ID``, ``team:ID`` or ``user:ID``; or a quota id, meaning
-        that quota's entity. The entity must hold at least one quota."""
+        that quota's entity. The entity must hold at least one quota. ``subject``
+        names what is being scoped in the messages (a key, a webhook endpoint)."""
         text = (text or "").strip()
         kind, separator, entity_id = text.partition(":")
         if separator and kind.strip().lower() in SCOPE_ENTITY_TYPES:
@@ -72,7 +73,7 @@ class Scope:
                 ).exists()
             ):
                 raise InvalidInput(
-                    f"Cannot scope a key to {text!r}: {scope.entity_type} "
+                    f"Cannot scope {subject} to {text!r}: {scope.entity_type} "
                     f"{entity_id!r} has no quota."
                 )
             return scope
@@ -82,7 +83,7 @@ class Scope:
             quota = None
         if quota is None:
             raise InvalidInput(
-                f"Cannot scope a key to {text!r}: give organization:ID, team:ID, "
+                f"Cannot scope {subject} to {text!r}: give organization:ID, team:ID, "
                 "user:ID or the id of a quota (meaning its entity)."
             )
         return cls(quota.entity_type, quota.entity_id)

@@ -20,7 +20,9 @@ class EventType(models.TextChoices):
     EXPIRED = "allocation.expired", "allocation.expired"
     QUOTA_CHANGED = "quota.changed", "quota.changed"
     USAGE_REPAIRED = "usage.repaired", "usage.repaired"
-    # Only ever sent to one endpoint, from the admin's "send test event".
+    # Only ever sent to one endpoint, from the admin's "send test event" (or POST
+    # /webhooks/{id}/test): stored for its delivery, never in the feed, never fanned
+    # out to other endpoints.
     TEST = "webhook.test", "webhook.test"
 
 
@@ -75,6 +77,8 @@ class Event(models.Model):
             models.Index(fields=["type", "id"], name="events_type_idx"),
             # A scoped feed: events whose path holds the scope entity's quotas.
             GinIndex(fields=["path"], name="events_path_gin"),
+            # Pruning: events older than EVENT_RETENTION_DAYS.
+            models.Index(fields=["occurred_at"], name="events_occurred_at_idx"),
         ]
 
     def __str__(self):
@@ -156,6 +160,8 @@ class WebhookDelivery(models.Model):
     # A delivery process's claim on the next attempt: none other takes it until
     # then (a process that died loses it then).
     claimed_until = models.DateTimeField(null=True, blank=True)
+    # Retried until then (WEBHOOK_RETRY_HOURS after it was made, or redelivered).
+    retry_until = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(db_default=Now())
     delivered_at = models.DateTimeField(null=True, blank=True)
 
@@ -200,6 +206,8 @@ class WebhookAttempt(models.Model):
         db_table = "webhook_attempts"
         indexes = [
             models.Index(fields=["endpoint", "-id"], name="webhook_attempts_log_idx"),
+            # Pruning: attempts older than EVENT_RETENTION_DAYS.
+            models.Index(fields=["at"], name="webhook_attempts_at_idx"),
         ]
 
     def __str__(self):

@@ -7,7 +7,7 @@ from quotas.access.scoping import Scope
 from quotas.events.models import Event, EventType
 
 # Events a feed carries: every type but the test event an admin sends to one
-# endpoint (it is never stored in the outbox).
+# endpoint (stored for its delivery alone, never in the feed).
 FEED_TYPES = tuple(value for value in EventType.values if value != EventType.TEST)
 
 
