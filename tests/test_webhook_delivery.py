@@ -14,6 +14,7 @@ import pytest
 from django.db import connection
 from django.db.models.functions import Now
 
+from quotas.access.scoping import Scope
 from quotas.events import delivery
 from quotas.events.endpoints import endpoint_create, endpoint_send_test
 from quotas.events.models import (
@@ -25,7 +26,8 @@ from quotas.events.models import (
 )
 from quotas.events.sending import webhook_send
 from quotas.events.services import quota_event, record_events
-from tests.factories import QuotaFactory
+from quotas.models import ResourceType
+from tests.factories import QuotaFactory, TeamQuotaFactory, UserQuotaFactory
 from tests.receiver import Receiver
 
 pytestmark = pytest.mark.django_db
@@ -262,6 +264,35 @@ def test_an_org_a_endpoint_never_receives_org_b_events(receiver, db):
         "org-a",
         "team-a",
     }
+
+
+def test_an_endpoint_made_by_a_scoped_key_gets_only_events_inside_its_scope(
+    receiver, db
+):
+    # The same user id in two organizations: the key of org A's team may name it,
+    # and must still get none of org B's events about it.
+    org_a = QuotaFactory(entity_id="org-a")
+    team_a = QuotaFactory(entity_type="team", entity_id="team-a", parent=org_a)
+    gina_a = QuotaFactory(entity_type="user", entity_id="gina", parent=team_a)
+    memory = ResourceType.objects.get(slug="memory_gb")
+    org_b = QuotaFactory(entity_id="org-b", resource_type=memory)
+    team_b = TeamQuotaFactory(entity_id="team-b", parent=org_b)
+    gina_b = UserQuotaFactory(entity_id="gina", parent=team_b)
+    _endpoint(receiver, scope="user:gina", key_scope=Scope("team", "team-a"))
+    unconfined = endpoint_create(url=receiver.url, scope="user:gina")
+    events = {
+        quota.resource_type_id: _events(quota, "quota.threshold_crossed")[0]
+        for quota in (gina_b, gina_a)
+    }
+
+    delivery.deliveries_fan_out()
+
+    queued = WebhookDelivery.objects.exclude(endpoint=unconfined)
+    assert [d.event.id for d in queued] == [events["concurrent_gpus"]]
+    # The same scope given by an unscoped admin means both users named gina.
+    assert sorted(
+        d.event.id for d in WebhookDelivery.objects.filter(endpoint=unconfined)
+    ) == sorted(events.values())
 
 
 def test_the_test_event_goes_to_that_endpoint_alone(receiver, tree):

@@ -274,13 +274,17 @@ def test_a_scoped_key_sees_and_makes_endpoints_inside_its_scope_only(admin):
     org_a = QuotaFactory(entity_id="org-a")
     QuotaFactory(entity_type="team", entity_id="team-a", parent=org_a)
     QuotaFactory(entity_id="org-b")
-    inside = _create(admin, scope="team:team-a").json()
+    team_admin = client_for_role("admin", name="team-a admin", scope="team:team-a")
+    inside = _create(team_admin, scope="team:team-a").json()
+    # Made by an unscoped key: hidden from scoped keys, whatever it is scoped to.
+    admins = _create(admin, scope="team:team-a").json()
     outside = _create(admin, scope="organization:org-b").json()
     unscoped = _create(admin).json()
     scoped = client_for_role("admin", name="org-a admin", scope="organization:org-a")
 
     assert [row["id"] for row in scoped.get(WEBHOOKS).json()] == [inside["id"]]
-    for hidden in (outside, unscoped):
+    assert [row["id"] for row in team_admin.get(WEBHOOKS).json()] == [inside["id"]]
+    for hidden in (outside, unscoped, admins):
         assert_error(scoped.get(f"{WEBHOOKS}/{hidden['id']}"), 404, "not_found")
         assert_error(
             scoped.patch(f"{WEBHOOKS}/{hidden['id']}", {}, format="json"),
@@ -307,6 +311,21 @@ def test_a_scoped_key_sees_and_makes_endpoints_inside_its_scope_only(admin):
         403,
         "forbidden",
     )
+    assert _snapshot() == before
+
+
+def test_a_quota_id_outside_a_scoped_keys_scope_is_not_named(admin):
+    org_a = QuotaFactory(entity_id="org-a")
+    QuotaFactory(entity_type="team", entity_id="team-a", parent=org_a)
+    org_b = QuotaFactory(entity_id="org-b")
+    scoped = client_for_role("admin", name="org-a admin", scope="organization:org-a")
+    before = _snapshot()
+
+    known = assert_invalid(_create(scoped, scope=str(org_b.id)), "scope")
+    unknown = assert_invalid(_create(scoped, scope=UNKNOWN_ID), "scope")
+
+    assert "org-b" not in known["message"]
+    assert known["message"] == unknown["message"].replace(UNKNOWN_ID, str(org_b.id))
     assert _snapshot() == before
 
 

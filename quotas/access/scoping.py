@@ -82,11 +82,16 @@ class Scope:
         except ValueError:
             quota = None
         if quota is None:
-            raise InvalidInput(
-                f"Cannot scope {subject} to {text!r}: give organization:ID, team:ID, "
-                "user:ID or the id of a quota (meaning its entity)."
-            )
+            raise InvalidInput(cls.unknown_message(text, subject=subject))
         return cls(quota.entity_type, quota.entity_id)
+
+    @staticmethod
+    def unknown_message(text: str, *, subject: str = "a key") -> str:
+        """What a scope that names no entity and no quota is refused with."""
+        return (
+            f"Cannot scope {subject} to {text!r}: give organization:ID, team:ID, "
+            "user:ID or the id of a quota (meaning its entity)."
+        )
 
 
 def scope_of(api_key) -> Scope | None:

@@ -6,7 +6,8 @@ transactions of its own, with no network I/O inside any of them:
 1. **Fan out** (``deliveries_fan_out``). For each enabled endpoint, under its row
    lock (``SKIP LOCKED``: another process fanning it out is passed over), the
    events after the endpoint's ``cursor`` become one ``webhook_deliveries`` row
-   each when the endpoint wants them (its event types; its scope: the event's path
+   each when the endpoint wants them (its event types; its scope and, for one made
+   by a scoped key, that key's scope too: the event's path
    holds one of the scope entity's quotas, as the feed reads it), and the cursor
    moves past every event looked at. Public event ids are given in commit order,
    so ``id > cursor`` never misses one that commits later; ``(endpoint, event)``
@@ -66,7 +67,8 @@ def lease_seconds() -> int:
 # --- 1. Fan out -----------------------------------------------------------------------
 
 _LOCK_ENDPOINT = """
-SELECT cursor, event_types, scope_entity_type, scope_entity_id
+SELECT cursor, event_types, scope_entity_type, scope_entity_id,
+       owner_scope_entity_type, owner_scope_entity_id
   FROM webhook_endpoints
  WHERE id = %s AND enabled
    FOR UPDATE SKIP LOCKED
@@ -93,6 +95,9 @@ SELECT %(endpoint)s, e.row_id, 'pending', 0, statement_timestamp(),
    AND (%(scope_type)s::varchar IS NULL OR e.path && ARRAY(
         SELECT q.id FROM quotas q
          WHERE q.entity_type = %(scope_type)s AND q.entity_id = %(scope_id)s))
+   AND (%(owner_type)s::varchar IS NULL OR e.path && ARRAY(
+        SELECT q.id FROM quotas q
+         WHERE q.entity_type = %(owner_type)s AND q.entity_id = %(owner_id)s))
  ORDER BY e.id
 ON CONFLICT (endpoint_id, event_id) DO NOTHING
 """
@@ -108,7 +113,7 @@ def _fan_out_endpoint(endpoint_id, *, batch_size: int) -> tuple[int, bool]:
         row = cursor.fetchone()
         if row is None:  # disabled, deleted, or another process is on it
             return 0, False
-        position, types, scope_type, scope_id = row
+        position, types, scope_type, scope_id, owner_type, owner_id = row
         cursor.execute(_WINDOW_END, [position, batch_size])
         (end,) = cursor.fetchone()
         if end is None:
@@ -124,6 +129,8 @@ def _fan_out_endpoint(endpoint_id, *, batch_size: int) -> tuple[int, bool]:
                 "types": list(types),
                 "scope_type": scope_type,
                 "scope_id": scope_id,
+                "owner_type": owner_type,
+                "owner_id": owner_id,
             },
         )
         queued = cursor.rowcount

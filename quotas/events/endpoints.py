@@ -10,10 +10,12 @@ after it was made, not the outbox's past; so does one that is enabled again.
 These functions open ``transaction.atomic()`` rather than a durable block because
 the Django admin calls them inside its own transaction (as quotas.services does).
 
-A scoped API key manages the endpoints scoped inside its own scope only: it sees
-no other, and may not make one without a scope (it would receive events from
-outside). An entity outside its scope is refused in the same words as one that
-does not exist.
+A scoped API key manages only endpoints made by keys of its scope (or of one inside
+it): it sees no other, and may not make one without a scope. An endpoint made or
+changed by a scoped key gets only events inside that key's scope, whatever its own
+scope names (an entity id may repeat in another organization). An entity or a quota
+id outside the key's scope is refused in the same words as one that does not
+exist.
 """
 
 import base64
@@ -100,20 +102,23 @@ def scope_clean(
         return None, None
     text = str(text).strip()
     try:
+        quota_id = UUID(text)
+    except ValueError:
+        quota_id = None
+    try:
         scope = Scope.parse(text, subject=SUBJECT)
     except InvalidInput as exc:
         raise _invalid("scope", exc.message) from None
     if key_scope is not None and not _entity_in_scope(scope, key_scope):
-        # Worded as for an entity that does not exist: nothing leaks.
+        # Worded as for an entity or a quota id that does not exist: a quota id
+        # outside the key's scope is never turned into the entity it names.
+        if quota_id is not None:
+            raise _invalid("scope", Scope.unknown_message(text, subject=SUBJECT))
         raise _invalid(
             "scope",
             f"Cannot scope {SUBJECT} to {text!r}: {scope.entity_type} "
             f"{scope.entity_id!r} has no quota.",
         )
-    try:
-        quota_id = UUID(text)
-    except ValueError:
-        quota_id = None
     return scope, quota_id
 
 
@@ -143,10 +148,12 @@ def endpoint_list(*, scope: Scope | None = None) -> QuerySet[WebhookEndpoint]:
     endpoints = WebhookEndpoint.objects.order_by("-created_at", "-id")
     if scope is None:
         return endpoints
+    # Made by a key of this scope or one inside it (whatever the endpoint's own
+    # scope names, its events are confined to its maker's scope).
     inside = quotas_in_scope(
         Quota.objects.filter(
-            entity_type=OuterRef("scope_entity_type"),
-            entity_id=OuterRef("scope_entity_id"),
+            entity_type=OuterRef("owner_scope_entity_type"),
+            entity_id=OuterRef("owner_scope_entity_id"),
         ),
         scope,
     )
@@ -189,6 +196,8 @@ def endpoint_create(
         scope_entity_type=entity.entity_type if entity else None,
         scope_entity_id=entity.entity_id if entity else None,
         scope_quota_id=quota_id,
+        owner_scope_entity_type=key_scope.entity_type if key_scope else None,
+        owner_scope_entity_id=key_scope.entity_id if key_scope else None,
         enabled=enabled,
         secret=secret_generate(),
         description=description,
@@ -235,6 +244,10 @@ def endpoint_update(
             endpoint.enabled = enabled
         for name, value in cleaned.items():
             setattr(endpoint, name, value)
+        if key_scope is not None:
+            # Changed by a scoped key: confined to its scope from now on.
+            endpoint.owner_scope_entity_type = key_scope.entity_type
+            endpoint.owner_scope_entity_id = key_scope.entity_id
         endpoint.save()
     return endpoint
 

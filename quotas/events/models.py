@@ -103,6 +103,21 @@ class WebhookEndpoint(models.Model):
     scope_entity_id = models.CharField(max_length=255, null=True, blank=True)
     # The quota id the scope was given as, if it was (it names that quota's entity).
     scope_quota_id = models.UUIDField(null=True, blank=True)
+    # The scope of the API key that made (or last changed) it, if that key was
+    # scoped: the endpoint then gets only events inside that scope as well, and
+    # only keys whose scope holds it see it. Null: made by an unscoped admin key
+    # or in the admin. Entity ids may repeat across organizations, so the
+    # endpoint's own scope alone could reach outside the key's subtrees.
+    owner_scope_entity_type = models.CharField(
+        max_length=12,
+        choices=EntityType.choices,
+        null=True,
+        blank=True,
+        editable=False,
+    )
+    owner_scope_entity_id = models.CharField(
+        max_length=255, null=True, blank=True, editable=False
+    )
     enabled = models.BooleanField(default=True)
     # Standard Webhooks secret (whsec_…): shown once, when created; kept to sign.
     secret = models.CharField(max_length=100, editable=False)
