@@ -20,6 +20,7 @@ from allocations.services import jobs
 from quotas import services as quota_services
 from quotas.access.keys import api_key_create
 from quotas.events.models import Event
+from quotas.events.serializers import EventDataField
 from quotas.models import EntityType, ResourceType
 from tests.budgets import set_clock
 from tests.factories import QuotaFactory
@@ -487,6 +488,40 @@ def test_the_feed_is_oldest_first_and_resumes_after_the_last_id(admin_client_api
         "data",
     }
     assert admin_client_api.get(EVENTS, {"after": everything[-1]["id"]}).json() == []
+
+
+def test_the_feed_writes_amounts_and_times_as_the_rest_of_the_api(admin_client_api):
+    _crossings(users=1)
+    answer = admin_client_api.get(EVENTS)
+
+    crossing = answer.json()[0]
+    assert crossing["data"]["threshold"] == 80
+    assert b'"cap":10,' in answer.content.replace(b" ", b"")
+    assert b".0000" not in answer.content and b"+00:00" not in answer.content
+
+
+@pytest.mark.parametrize(
+    "data, shown",
+    [
+        (
+            {"cap": Decimal("19.000000"), "used": Decimal("16.5000")},
+            {"cap": 19, "used": Decimal("16.5")},
+        ),
+        ({"at": "2026-12-01T00:00:00+00:00"}, {"at": "2026-12-01T00:00:00Z"}),
+        ({"at": "2026-12-01T00:00:00.25+00:00"}, {"at": "2026-12-01T00:00:00.25Z"}),
+        ({"at": "2026-12-01T00:00:00+01:00"}, {"at": "2026-12-01T00:00:00+01:00"}),
+        (
+            {"changes": {"limit_value": [Decimal("10.0000"), Decimal("2E+1")]}},
+            {"changes": {"limit_value": [10, 20]}},
+        ),
+        (
+            {"reason": "+00:00", "n": 3, "none": None},
+            {"reason": "+00:00", "n": 3, "none": None},
+        ),
+    ],
+)
+def test_event_data_is_shown_in_the_apis_formats(data, shown):
+    assert EventDataField().to_representation(data) == shown
 
 
 def test_the_feed_filters_by_type(admin_client_api):

@@ -1,3 +1,6 @@
+import re
+from decimal import Decimal
+
 from drf_spectacular.utils import (
     OpenApiExample,
     extend_schema_field,
@@ -5,12 +8,35 @@ from drf_spectacular.utils import (
 )
 from rest_framework import serializers
 
+from horizon_quota.amounts import normalize_amount
 from quotas.events.models import (
     Event,
     WebhookAttempt,
     WebhookDelivery,
     WebhookEndpoint,
 )
+
+# A UTC time as PostgreSQL's JSON writes it (``…+00:00``); the API writes ``…Z``.
+_UTC_TEXT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?\+00:00$")
+
+
+def _as_answered(value):
+    """``data`` in the API's own formats: amounts without trailing zeros (the
+    engine writes them at the column's scale), UTC times ending in ``Z``."""
+    if isinstance(value, dict):
+        return {key: _as_answered(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_as_answered(item) for item in value]
+    if isinstance(value, Decimal):
+        return normalize_amount(value)
+    if isinstance(value, str) and _UTC_TEXT.match(value):
+        return value[:-6] + "Z"
+    return value
+
+
+class EventDataField(serializers.DictField):
+    def to_representation(self, value):
+        return _as_answered(value)
 
 
 @extend_schema_serializer(
@@ -42,7 +68,7 @@ class EventSerializer(serializers.ModelSerializer):
     new]` and the `reason`; `usage.repaired` the stored and actual books."""
 
     quota_id = serializers.UUIDField(allow_null=True)
-    data = serializers.DictField()
+    data = EventDataField()
 
     class Meta:
         model = Event
