@@ -42,6 +42,9 @@ def allocate_check_then_write(
         ).first()
         if existing:
             return existing
+        # Between looking for the key and claiming it: long enough that callers
+        # sent at once all look before the first claims, even on a loaded machine.
+        time.sleep(0.02)
         allocation = Allocation.objects.create(
             quota=leaf,
             entity_type=entity_type,
@@ -197,7 +200,9 @@ def roll_without_lock():
         due = [row[0] for row in cursor.fetchall()]
     for quota_id in due:
         quota = Quota.objects.get(id=quota_id)
-        time.sleep(0.005)
+        # Long enough for traffic to charge the level between the read and the
+        # write even on a loaded machine (a shorter pause let the race slip by).
+        time.sleep(0.03)
         with connection.cursor() as cursor:
             cursor.execute(
                 "INSERT INTO budget_periods (quota_id, entity_type, entity_id, "
