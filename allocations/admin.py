@@ -24,7 +24,9 @@ from uuid import UUID
 
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
-from django.db.models import Q
+from django.contrib.admin.views.main import ChangeList
+from django.core.exceptions import PermissionDenied
+from django.db.models import OuterRef, Q, Subquery
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -35,10 +37,51 @@ from allocations.models import Allocation, AllocationStatus, UsageHistory
 from allocations.records import render_allocation, render_job
 from allocations.services import allocation_release, jobs
 from horizon_quota.admin_paging import EstimatedCountPaginator
-from horizon_quota.amounts import amount_text, normalize_amount
+from horizon_quota.amounts import EMPTY, amount_display
 from horizon_quota.errors import NotFound, ServiceError
-from quotas import admin_console
+from quotas.admin_console import export
 from quotas.models import Quota, ResourceType
+
+HISTORY_COLUMNS = [
+    "id",
+    "timestamp",
+    "quota_id",
+    "entity_type",
+    "entity_id",
+    "resource_type",
+    "unit",
+    "operation",
+    "allocated_value",
+    "consumed_delta",
+    "job_id",
+    "allocation_id",
+]
+
+
+def history_rows(rows):
+    for row in rows.iterator(chunk_size=export.CHUNK):
+        yield [
+            str(row.id),
+            row.timestamp,
+            str(row.quota_id),
+            row.entity_type,
+            row.entity_id,
+            row.resource_type,
+            row.unit,
+            row.operation,
+            row.allocated_value,
+            row.consumed_delta,
+            str(row.job_id) if row.job_id else None,
+            str(row.allocation_id) if row.allocation_id else None,
+        ]
+
+
+def short_id(value) -> str:
+    """A UUID shortened to its first block; the whole of it on hover, and all of it
+    copied when selected (the rest is hidden by CSS, not cut)."""
+    if value is None:
+        return EMPTY
+    return format_html('<span class="hq-id" title="{0}">{0}</span>', value)
 
 
 def _as_uuid(term: str) -> UUID | None:
@@ -96,6 +139,55 @@ class QuotaFilter(admin.SimpleListFilter):
         return queryset.filter(quota_id=quota_id)
 
 
+class SubtreeFilter(admin.SimpleListFilter):
+    """The rows of a quota's whole subtree, as linked from a team's or an
+    organization's page (history lives on the users' quotas). It appears only
+    while set. The subtree through quotas_path_gin, then each quota's rows
+    through the table's index leading on quota_id."""
+
+    title = "subtree"
+    parameter_name = "subtree"
+
+    def lookups(self, request, model_admin):
+        value = self.value()
+        if not value:
+            return []
+        quota_id = _as_uuid(value)
+        quota = (
+            Quota.objects.filter(id=quota_id)
+            .only("entity_type", "entity_id", "resource_type")
+            .first()
+            if quota_id
+            else None
+        )
+        return [(value, f"{quota} and below" if quota else f"quota {value}")]
+
+    def queryset(self, request, queryset):
+        if not self.value():
+            return queryset
+        quota_id = _as_uuid(self.value())
+        if quota_id is None:
+            raise IncorrectLookupParameters(f"{self.value()!r} is not a quota id")
+        return queryset.filter(
+            quota_id__in=Quota.objects.filter(path__contains=[quota_id]).values("id")
+        )
+
+
+class UnitsChangeList(ChangeList):
+    """Each row's unit, from the resource type (a small table), by a subquery on the
+    page's rows: the rows themselves stay unjoined."""
+
+    def get_queryset(self, request, exclude_parameters=None):
+        queryset = super().get_queryset(request, exclude_parameters)
+        return queryset.annotate(
+            unit=Subquery(
+                ResourceType.objects.filter(slug=OuterRef("resource_type")).values(
+                    "unit"
+                )[:1]
+            )
+        )
+
+
 class ReadOnlyAdmin(admin.ModelAdmin):
     """Viewable, never added, changed or deleted here."""
 
@@ -117,6 +209,9 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         actions.pop("delete_selected", None)
         return actions
 
+    def get_changelist(self, request, **kwargs):
+        return UnitsChangeList
+
     @admin.display(description="entity")
     def entity(self, row):
         return f"{row.entity_type}:{row.entity_id}"
@@ -133,23 +228,29 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     @admin.display(description="value", ordering="allocated_value")
     def value(self, row):
-        return normalize_amount(row.allocated_value)
+        return amount_display(row.allocated_value, getattr(row, "unit", ""))
+
+    @admin.display(description="job")
+    def job_short(self, row):
+        return short_id(row.job_id)
 
 
 @admin.register(Allocation)
 class AllocationAdmin(ReadOnlyAdmin):
+    # Job ids are shortened (the whole id on hover, and selected whole with one
+    # click, for copying); the time opens the allocation.
     list_display = [
-        "job_id",
+        "allocated_at",
+        "job_short",
         "quota_link",
         "resource_type",
         "value",
         "status",
-        "allocated_at",
         "released_at",
         "expires_at",
-        "is_burst",
+        "burst",
     ]
-    list_display_links = ["job_id"]
+    list_display_links = ["allocated_at"]
     list_filter = ["status", ResourceTypeFilter, "is_burst", QuotaFilter]
     # The entity is copied onto the row: nothing to join (see the module docstring).
     list_select_related = False
@@ -190,7 +291,11 @@ class AllocationAdmin(ReadOnlyAdmin):
 
     @admin.display(description="consumed")
     def consumed(self, row):
-        return normalize_amount(row.consumed_value)
+        return amount_display(row.consumed_value, getattr(row, "unit", ""))
+
+    @admin.display(description="burst", boolean=True, ordering="is_burst")
+    def burst(self, row):
+        return row.is_burst
 
     def get_search_results(self, request, queryset, search_term):
         term = search_term.strip()
@@ -292,11 +397,11 @@ class UsageHistoryAdmin(ReadOnlyAdmin):
         "operation",
         "resource_type",
         "value",
-        "job_id",
+        "job_short",
         "allocation_link",
     ]
     list_display_links = ["timestamp"]
-    list_filter = ["operation", ResourceTypeFilter, QuotaFilter]
+    list_filter = ["operation", ResourceTypeFilter, QuotaFilter, SubtreeFilter]
     list_select_related = False
     search_fields = ["job_id", "entity_id"]
     search_help_text = "An exact job, allocation or quota id, or an exact entity id."
@@ -319,10 +424,30 @@ class UsageHistoryAdmin(ReadOnlyAdmin):
     ]
     readonly_fields = fields
 
+    def get_urls(self):
+        return [
+            path(
+                "export.csv",
+                self.admin_site.admin_view(self.export_view),
+                name="allocations_usagehistory_export",
+            ),
+            *super().get_urls(),
+        ]
+
+    def export_view(self, request):
+        """The history changelist's rows as CSV: its filters and search (a quota, a
+        subtree), every page, streamed."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        rows = self.get_changelist_instance(request).get_queryset(request)
+        return export.csv_response(
+            "usage-history.csv", HISTORY_COLUMNS, history_rows(rows)
+        )
+
     @admin.display(description="allocation")
     def allocation_link(self, row):
         if row.allocation_id is None:
-            return "—"
+            return EMPTY
         return format_html(
             '<a href="{}">{}</a>',
             reverse("admin:allocations_allocation_change", args=[row.allocation_id]),
@@ -356,50 +481,6 @@ class UsageHistoryAdmin(ReadOnlyAdmin):
         return queryset.filter(condition), False
 
 
-def quota_page_panels(quota: Quota) -> dict:
-    """The allocation panels of a quota's change page (``quotas.admin_console``):
-    its latest active allocations and its recent usage history, two bounded
-    queries."""
-    # alloc_quota_active_idx serves this one: active rows of one quota, newest first.
-    allocations, more_allocations = admin_console.bounded(
-        Allocation.objects.filter(
-            quota_id=quota.id, status=AllocationStatus.ACTIVE
-        ).order_by("-allocated_at", "-id")
-    )
-    # history_quota_idx: (quota_id, -timestamp, -id).
-    history, more_history = admin_console.bounded(
-        UsageHistory.objects.filter(quota_id=quota.id).order_by("-timestamp", "-id")
-    )
-    return {
-        "allocations": [
-            {
-                "id": allocation.id,
-                "job_id": allocation.job_id,
-                "value": amount_text(allocation.allocated_value),
-                "allocated_at": allocation.allocated_at,
-                "expires_at": allocation.expires_at,
-                "is_burst": allocation.is_burst,
-            }
-            for allocation in allocations
-        ],
-        "more_allocations": more_allocations,
-        "allocations_url": admin_console.changelist_url(
-            Allocation, quota__id__exact=quota.id, status__exact="active"
-        ),
-        "history": [
-            {
-                "timestamp": row.timestamp,
-                "operation": row.operation,
-                "value": amount_text(row.allocated_value),
-                "job_id": row.job_id,
-            }
-            for row in history
-        ],
-        "more_history": more_history,
-        "history_url": admin_console.changelist_url(
-            UsageHistory, quota__id__exact=quota.id
-        ),
-    }
-
-
-admin_console.PANEL_PROVIDERS.append(quota_page_panels)
+# The quota page's panels, the dashboard's figures and the history export live in
+# their own module; importing it registers them.
+from allocations import admin_panels  # noqa: E402, F401

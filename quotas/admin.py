@@ -1,14 +1,16 @@
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
+from django.urls import path
 
 from horizon_quota.admin_paging import EstimatedCountPaginator
-from horizon_quota.amounts import normalize_amount
+from horizon_quota.amounts import amount_display
 from horizon_quota.errors import ServiceError
 from quotas import admin_console, services
 from quotas.access import keys
+from quotas.admin_console import dashboard, export
 from quotas.models import REASON_MAX_LENGTH, ApiKey, Quota, ResourceType
 
 QUOTA_FORM_FIELDS = [
@@ -153,18 +155,15 @@ class QuotaAdmin(admin.ModelAdmin):
     form = QuotaAdminForm
     # The changelist is the hierarchy console (quotas/admin_console.py): the tree in
     # depth-first order, indented, with a usage bar per row.
+    # Few columns, so the tree fits 1400 px: the rest of a quota (burst, overcommit,
+    # budget, parent) is on its page and in the CSV export.
     list_display = [
         "tree_entity",
         "resource_type_slug",
         "usage_bar",
-        "limit_value",
-        "soft_limit",
-        "burst_limit",
-        "overcommit_ratio",
-        "effective_limit_display",
+        "limit_display",
+        "soft_limit_display",
         "available_display",
-        "budget_display",
-        "parent_display",
     ]
     list_filter = [
         "entity_type",
@@ -249,32 +248,61 @@ class QuotaAdmin(admin.ModelAdmin):
     def usage_bar(self, quota):
         return admin_console.usage_bar(quota)
 
-    @admin.display(description="parent", empty_value="—")
-    def parent_display(self, quota):
-        parent = quota.parent
-        return parent and f"{parent.entity_type}:{parent.entity_id}"
+    @admin.display(description="hard limit", ordering="limit_value")
+    def limit_display(self, quota):
+        return amount_display(quota.limit_value, admin_console.unit_of(quota))
 
-    @admin.display(description="budget", empty_value="—")
-    def budget_display(self, quota):
-        if quota.period == "none" and not quota.consumed:
-            return None
-        return (
-            f"{quota.period}: consumed {normalize_amount(quota.consumed)}, "
-            f"reserved {normalize_amount(quota.reserved)}"
-            + (
-                f", carried over {normalize_amount(quota.carried_over)}"
-                if quota.carried_over
-                else ""
-            )
-        )
-
-    @admin.display(description="effective limit")
-    def effective_limit_display(self, quota):
-        return normalize_amount(quota.effective_limit)
+    @admin.display(description="soft limit")
+    def soft_limit_display(self, quota):
+        return amount_display(quota.soft_limit, admin_console.unit_of(quota))
 
     @admin.display(description="available")
     def available_display(self, quota):
-        return normalize_amount(quota.available)
+        return amount_display(quota.available, admin_console.unit_of(quota))
+
+    # --- the dashboard and the CSV export ------------------------------------------
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        return [
+            path("dashboard/", view(self.dashboard_view), name="quotas_dashboard"),
+            path(
+                "export.csv",
+                view(self.export_view),
+                name="quotas_quota_export",
+            ),
+            *super().get_urls(),
+        ]
+
+    def dashboard_view(self, request):
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Quota dashboard",
+            "d": dashboard.dashboard(),
+        }
+        return TemplateResponse(request, "admin/quotas/dashboard.html", context)
+
+    def export_view(self, request):
+        """The changelist's quotas as CSV: its filters and search, every page."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        changelist = self.get_changelist_instance(request)
+        quotas = changelist.get_queryset(request)
+        return export.csv_response(
+            "quotas.csv", export.QUOTA_COLUMNS, export.quota_rows(quotas)
+        )
+
+    def changelist_view(self, request, extra_context=None):
+        query = request.GET.copy()
+        query.pop("p", None)
+        extra_context = {
+            **(extra_context or {}),
+            "export_query": query.urlencode(),
+        }
+        return super().changelist_view(request, extra_context)
 
     def save_model(self, request, obj, form, change):
         # The form's clean() already saved through the services.
@@ -439,6 +467,9 @@ class ApiKeyAdmin(admin.ModelAdmin):
                 revoked += 1
         self.message_user(request, f"Revoked {revoked} API key(s).")
 
+
+# The admin's front page links to the dashboard.
+admin.site.index_template = "admin/quotas/index.html"
 
 # The read-only audit trail admin lives in its own module; importing it registers it.
 from quotas import admin_audit  # noqa: E402, F401
