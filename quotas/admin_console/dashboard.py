@@ -15,8 +15,8 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from django.db.models import F, Value, Window
-from django.db.models.functions import NullIf, RowNumber
+from django.db.models import F, Subquery, Value, Window
+from django.db.models.functions import Coalesce, NullIf, RowNumber
 
 from horizon_quota.amounts import amount_display
 from quotas import rules
@@ -121,11 +121,26 @@ def top_consumers(per_resource: int = TOP_CONSUMERS) -> list[dict]:
 
 
 def recent_events(now: datetime, limit: int = EVENT_ROWS) -> tuple[list[dict], bool]:
-    """The newest events of the last day (at most ``limit``), and whether there are
-    more of that day than shown."""
-    since = now - EVENT_WINDOW
-    newest = list(Event.objects.filter(id__isnull=False).order_by("-id")[: limit + 1])
-    recent = [event for event in newest if event.occurred_at >= since]
+    """The newest events of the last day by the budget clock, as the engine dates
+    them (at most
+    ``limit``), and whether there are more of that day than shown. Only the newest
+    ``limit`` + 1 ids are looked at (the unique index on id), so a quiet day never
+    walks back through the whole feed."""
+    boundary = Coalesce(
+        Subquery(
+            Event.objects.filter(id__isnull=False)
+            .order_by("-id")
+            .values("id")[limit : limit + 1]
+        ),
+        Value(0),
+    )
+    recent = list(
+        Event.objects.filter(
+            id__isnull=False,
+            id__gte=boundary,
+            occurred_at__gte=now - EVENT_WINDOW,
+        ).order_by("-id")
+    )
     return [
         {
             "id": event.id,
