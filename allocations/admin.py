@@ -76,6 +76,11 @@ def history_rows(rows):
         ]
 
 
+def moment(value) -> str:
+    """A moment, compact and sortable as text (UTC)."""
+    return EMPTY if value is None else f"{value:%Y-%m-%d %H:%M:%S}"
+
+
 def short_id(value) -> str:
     """A UUID shortened to its first block; the whole of it on hover, and all of it
     copied when selected (the rest is hidden by CSS, not cut)."""
@@ -192,6 +197,12 @@ class ReadOnlyAdmin(admin.ModelAdmin):
     """Viewable, never added, changed or deleted here."""
 
     paginator = EstimatedCountPaginator
+    # The console's styles: shortened ids, numbers, rows that do not wrap.
+    change_list_template = "admin/allocations/wide_change_list.html"
+
+    class Media:
+        css = {"all": ["quotas/admin_console.css"]}
+
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER
 
@@ -234,23 +245,39 @@ class ReadOnlyAdmin(admin.ModelAdmin):
     def job_short(self, row):
         return short_id(row.job_id)
 
+    @admin.display(description="allocated at", ordering="allocated_at")
+    def allocated(self, row):
+        return moment(row.allocated_at)
+
+    @admin.display(description="released at", ordering="released_at")
+    def released(self, row):
+        return moment(row.released_at)
+
+    @admin.display(description="lease ends", ordering="expires_at")
+    def expires(self, row):
+        return moment(row.expires_at)
+
+    @admin.display(description="time", ordering="timestamp")
+    def when(self, row):
+        return moment(row.timestamp)
+
 
 @admin.register(Allocation)
 class AllocationAdmin(ReadOnlyAdmin):
     # Job ids are shortened (the whole id on hover, and selected whole with one
     # click, for copying); the time opens the allocation.
     list_display = [
-        "allocated_at",
+        "allocated",
         "job_short",
         "quota_link",
         "resource_type",
         "value",
         "status",
-        "released_at",
-        "expires_at",
+        "released",
+        "expires",
         "burst",
     ]
-    list_display_links = ["allocated_at"]
+    list_display_links = ["allocated"]
     list_filter = ["status", ResourceTypeFilter, "is_burst", QuotaFilter]
     # The entity is copied onto the row: nothing to join (see the module docstring).
     list_select_related = False
@@ -393,14 +420,14 @@ class AllocationAdmin(ReadOnlyAdmin):
 class UsageHistoryAdmin(ReadOnlyAdmin):
     list_display = [
         "quota_link",
-        "timestamp",
+        "when",
         "operation",
         "resource_type",
         "value",
         "job_short",
         "allocation_link",
     ]
-    list_display_links = ["timestamp"]
+    list_display_links = ["when"]
     list_filter = ["operation", ResourceTypeFilter, QuotaFilter, SubtreeFilter]
     list_select_related = False
     search_fields = ["job_id", "entity_id"]

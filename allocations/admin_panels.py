@@ -67,12 +67,14 @@ def usage_chart(quota: Quota, points: list, start, now) -> str:
                 "used",
                 [(t, reserved + consumed) for t, reserved, consumed in points],
                 area=True,
+                until=now,
             ),
             Series(
                 "consumed",
                 "consumed",
                 [(t, consumed) for t, _, consumed in points],
                 area=True,
+                until=now,
             ),
         ]
     else:
@@ -82,6 +84,7 @@ def usage_chart(quota: Quota, points: list, start, now) -> str:
                 "used",
                 [(t, reserved + consumed) for t, reserved, consumed in points],
                 area=True,
+                until=now,
             )
         ]
     return time_chart(
@@ -96,8 +99,9 @@ def usage_chart(quota: Quota, points: list, start, now) -> str:
 
 
 def burn_up_chart(quota: Quota, points: list, now: datetime) -> str | None:
-    """Consumption since the period's start, and where ``used`` goes at the
-    period's average rate until it ends (``rules.projected_exhaustion``)."""
+    """Consumption and use (consumed + reserved) since the period's start, and
+    where ``used`` goes at the period's average rate of consumption until it ends
+    (the arithmetic of ``rules.projected_exhaustion``)."""
     if quota.period_start is None or quota.period_end is None:
         return None
     elapsed = Decimal((now - quota.period_start).total_seconds())
@@ -122,7 +126,18 @@ def burn_up_chart(quota: Quota, points: list, now: datetime) -> str | None:
         end=quota.period_end,
         series=[
             Series(
-                "consumed", "consumed", [(t, c) for t, _, c in points], marked=False
+                "consumed",
+                "consumed",
+                [(t, c) for t, _, c in points],
+                marked=False,
+                until=now,
+            ),
+            Series(
+                "used",
+                "used",
+                [(t, r + c) for t, r, c in points],
+                marked=False,
+                until=now,
             ),
             Series(
                 "projected",
@@ -183,12 +198,16 @@ def quota_page_panels(quota: Quota) -> dict:
                 "own": row.quota_id == quota.id,
                 "operation": row.operation,
                 "value": amount_display(row.allocated_value, unit),
+                "charged": amount_display(row.consumed_delta, unit)
+                if row.consumed_delta
+                else None,
                 "job_id": row.job_id,
             }
             for row in history[:PANEL_ROWS]
         ],
         "more_history": len(history) > PANEL_ROWS,
         "history_subtree": quota.entity_type != "user",
+        "history_charged": any(row.consumed_delta for row in history),
         "history_url": changelist_url(UsageHistory, **_history_filter(quota)),
         "history_csv_url": (
             reverse("admin:allocations_usagehistory_export")

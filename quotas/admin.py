@@ -1,3 +1,5 @@
+from decimal import Decimal
+
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -6,7 +8,7 @@ from django.template.response import TemplateResponse
 from django.urls import path
 
 from horizon_quota.admin_paging import EstimatedCountPaginator
-from horizon_quota.amounts import amount_display
+from horizon_quota.amounts import EMPTY, amount_display, normalize_amount
 from horizon_quota.errors import ServiceError
 from quotas import admin_console, services
 from quotas.access import keys
@@ -25,6 +27,15 @@ QUOTA_FORM_FIELDS = [
     "period",
     "carryover_limit",
     "alert_thresholds",
+]
+
+
+AMOUNT_FIELDS = [
+    "limit_value",
+    "soft_limit",
+    "burst_limit",
+    "overcommit_ratio",
+    "carryover_limit",
 ]
 
 
@@ -91,6 +102,12 @@ class QuotaAdminForm(forms.ModelForm):
             if name in self.fields:
                 self.fields[name].required = False
                 self.fields[name].help_text = help_text
+        # Amounts as people write them: 30, not 30.0000 (the stored scale).
+        if not self.is_bound:
+            for name in AMOUNT_FIELDS:
+                value = self.initial.get(name)
+                if isinstance(value, Decimal):
+                    self.initial[name] = normalize_amount(value)
 
     def _post_clean(self):
         # Skip the model's own validation: the service checks everything, with the
@@ -176,12 +193,13 @@ class QuotaAdmin(admin.ModelAdmin):
     list_select_related = False
     search_fields = ["entity_id", "=id"]
     autocomplete_fields = ["parent"]
+    # The books in the one amount format, with the unit.
     readonly_fields = [
         "id",
-        "used",
-        "reserved",
-        "consumed",
-        "carried_over",
+        "used_display",
+        "reserved_display",
+        "consumed_display",
+        "carried_over_display",
         "period_start",
         "period_end",
         "version",
@@ -247,6 +265,22 @@ class QuotaAdmin(admin.ModelAdmin):
     @admin.display(description="usage (used / effective)")
     def usage_bar(self, quota):
         return admin_console.usage_bar(quota)
+
+    @admin.display(description="used")
+    def used_display(self, quota):
+        return amount_display(quota.used, admin_console.unit_of(quota))
+
+    @admin.display(description="reserved")
+    def reserved_display(self, quota):
+        return amount_display(quota.reserved, admin_console.unit_of(quota))
+
+    @admin.display(description="consumed")
+    def consumed_display(self, quota):
+        return amount_display(quota.consumed, admin_console.unit_of(quota))
+
+    @admin.display(description="carried over")
+    def carried_over_display(self, quota):
+        return amount_display(quota.carried_over, admin_console.unit_of(quota))
 
     @admin.display(description="hard limit", ordering="limit_value")
     def limit_display(self, quota):
@@ -468,8 +502,9 @@ class ApiKeyAdmin(admin.ModelAdmin):
         self.message_user(request, f"Revoked {revoked} API key(s).")
 
 
-# The admin's front page links to the dashboard.
+# The admin's front page links to the dashboard; one empty marker everywhere.
 admin.site.index_template = "admin/quotas/index.html"
+admin.site.empty_value_display = EMPTY
 
 # The read-only audit trail admin lives in its own module; importing it registers it.
 from quotas import admin_audit  # noqa: E402, F401

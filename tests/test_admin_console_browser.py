@@ -156,6 +156,24 @@ def _running_totals(quota) -> list[str]:
     return totals
 
 
+def _fits(page) -> dict:
+    """Whether the page scrolls sideways, and whether the results table sticks out
+    of (or scrolls inside) its area."""
+    return page.evaluate(
+        """() => {
+            const doc = document.scrollingElement;
+            const table = document.querySelector('#result_list');
+            const area = table.closest('.results');
+            return {
+                doc: doc.scrollWidth <= doc.clientWidth,
+                table: table.getBoundingClientRect().right
+                    <= area.getBoundingClientRect().right + 1,
+                scroll: area.scrollWidth <= area.clientWidth,
+            };
+        }"""
+    )
+
+
 def test_the_console_reads_well_at_1400_and_1920_px(live_server, settings, tmp_path):
     console = _console(settings)
     shots = _screenshot_dir(tmp_path)
@@ -195,19 +213,7 @@ def test_the_console_reads_well_at_1400_and_1920_px(live_server, settings, tmp_p
                 # The quota list fits: no horizontal scroll, the table inside.
                 page.goto(f"{base}/admin/quotas/quota/")
                 expect(page.locator(".hq-tree__id").first).to_be_visible()
-                fits = page.evaluate(
-                    """() => {
-                        const doc = document.scrollingElement;
-                        const table = document.querySelector('#result_list');
-                        const area = table.closest('.results');
-                        return {
-                            doc: doc.scrollWidth <= doc.clientWidth,
-                            table: table.getBoundingClientRect().right
-                                <= area.getBoundingClientRect().right + 1,
-                            scroll: area.scrollWidth <= area.clientWidth,
-                        };
-                    }"""
-                )
+                fits = _fits(page)
                 page.screenshot(path=shots / f"quota-list-{width}.png", full_page=True)
                 assert fits == {"doc": True, "table": True, "scroll": True}, width
 
@@ -243,14 +249,14 @@ def test_the_console_reads_well_at_1400_and_1920_px(live_server, settings, tmp_p
                 page.screenshot(
                     path=shots / f"quota-budget-{width}.png", full_page=True
                 )
+                page.locator("#hq-panel-charts").screenshot(
+                    path=shots / f"quota-budget-charts-{width}.png"
+                )
 
                 page.goto(f"{base}/admin/allocations/allocation/")
-                fits = page.evaluate(
-                    "() => document.scrollingElement.scrollWidth"
-                    " <= document.scrollingElement.clientWidth"
-                )
-                assert fits, width
+                fits = _fits(page)
                 page.screenshot(path=shots / f"allocations-{width}.png", full_page=True)
+                assert fits == {"doc": True, "table": True, "scroll": True}, width
 
             # The CSV export is the filtered list, every row in the list's order.
             page.goto(f"{base}/admin/quotas/quota/?entity_type__exact=user")

@@ -16,7 +16,7 @@ from django.utils.safestring import SafeString, mark_safe
 from horizon_quota.amounts import amount_display
 
 WIDTH, HEIGHT = 760, 240
-LEFT, RIGHT, TOP, BOTTOM = 86, 150, 14, 34  # margins: axis labels, legend
+LEFT, RIGHT, TOP, BOTTOM = 64, 150, 22, 34  # margins: axis labels, legend
 
 
 @dataclass
@@ -31,6 +31,8 @@ class Series:
     dashed: bool = False
     area: bool = False
     marked: bool = True
+    # Held flat from the last point to here (usage holds until the next change).
+    until: datetime | None = None
 
 
 @dataclass
@@ -75,9 +77,16 @@ def _when(moment: datetime, span_seconds: float) -> str:
     return moment.strftime("%d %b %H:%M" if span_seconds < 3 * 86400 else "%d %b")
 
 
+def _unit(unit: str) -> SafeString:
+    """The value axis's unit, once, above it."""
+    return format_html(
+        '<text class="hq-chart__tick hq-chart__unit" x="4" y="11">{}</text>', unit
+    )
+
+
 def _frame(scale: _Scale, unit: str, end: datetime) -> SafeString:
     """Axes, gridlines and their labels."""
-    parts = []
+    parts = [_unit(unit)]
     for share in (0, Decimal("0.5"), 1):
         value = scale.top * share
         y = scale.y(value)
@@ -92,7 +101,7 @@ def _frame(scale: _Scale, unit: str, end: datetime) -> SafeString:
                 y,
                 LEFT - 6,
                 y + 4,
-                amount_display(value.normalize(), unit),
+                amount_display(value.normalize()),
             )
         )
     for share in (0.0, 0.5, 1.0):
@@ -113,7 +122,10 @@ def _frame(scale: _Scale, unit: str, end: datetime) -> SafeString:
 def _path(scale: _Scale, series: Series) -> str:
     coords = []
     previous = None
-    for moment, value in series.points:
+    points = list(series.points)
+    if series.until is not None and points and points[-1][0] < series.until:
+        points.append((series.until, points[-1][1]))
+    for moment, value in points:
         x, y = scale.x(moment), scale.y(value)
         if series.step and previous is not None:
             coords.append(f"{x},{previous}")
@@ -129,7 +141,7 @@ def _series(scale: _Scale, series: Series) -> SafeString:
     parts = []
     if series.area:
         first_x = scale.x(series.points[0][0])
-        last_x = scale.x(series.points[-1][0])
+        last_x = scale.x(max(series.points[-1][0], series.until or series.points[0][0]))
         base = scale.y(Decimal(0))
         parts.append(
             format_html(
@@ -297,7 +309,7 @@ def bar_chart(*, chart_id: str, title: str, bars: list[Bar], unit: str) -> SafeS
 
 
 def _frame_values(scale: _Scale, unit: str) -> SafeString:
-    return format_html_join(
+    return _unit(unit) + format_html_join(
         "",
         '<line class="hq-chart__grid" x1="{}" x2="{}" y1="{}" y2="{}"/>'
         '<text class="hq-chart__tick" x="{}" y="{}" text-anchor="end">{}</text>',
@@ -309,7 +321,7 @@ def _frame_values(scale: _Scale, unit: str) -> SafeString:
                 scale.y(scale.top * share),
                 LEFT - 6,
                 scale.y(scale.top * share) + 4,
-                amount_display((scale.top * share).normalize(), unit),
+                amount_display((scale.top * share).normalize()),
             )
             for share in (0, Decimal("0.5"), 1)
         ),
