@@ -3,7 +3,6 @@ from uuid import UUID
 
 from django.db import connection
 from django.db.models import QuerySet
-from django.db.models.expressions import RawSQL
 
 from allocations.models import Allocation, UsageHistory
 from horizon_quota.errors import NotFound
@@ -239,18 +238,33 @@ def usage_series(
     return points
 
 
+# The latest rows of each quota of the subtree (an index range of
+# history_quota_idx each), then the latest of those: at most ``limit`` rows per
+# quota are read, however long the history.
+SUBTREE_HISTORY_SQL = f"""
+SELECT h.*
+  FROM ({SUBTREE_SQL}) AS subtree
+ CROSS JOIN LATERAL (
+       SELECT * FROM usage_history
+        WHERE quota_id = subtree.id AND timestamp >= %(since)s
+        ORDER BY timestamp DESC, id DESC
+        LIMIT %(limit)s) AS h
+ ORDER BY h.timestamp DESC, h.id DESC
+ LIMIT %(limit)s
+"""
+
+
 def subtree_history(*, quota, since, limit: int) -> list[UsageHistory]:
     """The latest ``limit`` history rows of the quota's subtree (history lives on
     the quotas allocations are made on, the users'). A user's own rows are an index
     range (history_quota_idx), whatever their age; a subtree's are read since
-    ``since`` only: its quotas through quotas_path_gin, then each one's recent
-    rows through history_quota_idx, so the cost follows recent activity, not the
-    size of the history."""
+    ``since`` only, through quotas_path_gin and then history_quota_idx per quota,
+    so the cost follows the subtree, not the size of the history."""
     if quota.entity_type == "user":
         rows = UsageHistory.objects.filter(quota_id=quota.id)
-    else:
-        rows = UsageHistory.objects.filter(
-            quota_id__in=RawSQL(SUBTREE_SQL.replace("%(quota)s", "%s"), [quota.id]),
-            timestamp__gte=since,
+        return list(rows.order_by("-timestamp", "-id")[:limit])
+    return list(
+        UsageHistory.objects.raw(
+            SUBTREE_HISTORY_SQL, {"quota": quota.id, "since": since, "limit": limit}
         )
-    return list(rows.order_by("-timestamp", "-id")[:limit])
+    )

@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import pytest
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from allocations import services as allocation_services
 from allocations.selectors import usage_series
@@ -16,6 +17,7 @@ from quotas.models import Quota, ResourceType
 from tests import budgets
 from tests.factories import QuotaFactory, TeamQuotaFactory, UserQuotaFactory
 from tests.helpers import allocate_on
+from tests.test_query_plans import _explain, _full_scans
 
 pytestmark = pytest.mark.django_db
 
@@ -297,7 +299,7 @@ def test_quota_pages_stay_within_their_budget(
         else Size(organizations=1, teams=100, users=99, allocations=20_000)
     )
     populate(connection, size, vacuum=False)
-    assert Quota.objects.count() == 10 if quotas == 10 else 10_101
+    assert Quota.objects.count() == (10 if quotas == 10 else 10_001)
     pages = [
         Quota.objects.get(entity_id="bulk-org-1"),
         Quota.objects.get(entity_id="bulk-org-1-team-1"),
@@ -312,3 +314,29 @@ def test_quota_pages_stay_within_their_budget(
             response = staff_client.get(url)
         assert response.status_code == 200
         assert 'id="hq-chart-usage"' in response.content.decode()
+
+
+def test_the_pages_read_history_through_indexes(staff_client):
+    """On a populated database the chart's and the subtree history's reads of
+    usage_history, allocations and quotas are index scans (no full scan), as in
+    tests/test_query_plans.py."""
+    populate(
+        connection,
+        Size(organizations=10, teams=5, users=20, allocations=20_000),
+        vacuum=False,
+    )
+    team = Quota.objects.get(entity_id="bulk-org-1-team-1")
+    url = f"{QUOTAS}{team.id}/change/"
+    staff_client.get(url)
+
+    with CaptureQueriesContext(connection) as queries:
+        assert staff_client.get(url).status_code == 200
+
+    reads = [
+        query["sql"]
+        for query in queries.captured_queries
+        if "usage_history" in query["sql"]
+    ]
+    assert len(reads) == 2  # the chart and the recent history
+    for sql in reads:
+        assert _full_scans(_explain(sql)) == [], sql
