@@ -25,7 +25,6 @@ from uuid import UUID
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import ChangeList
-from django.core.exceptions import PermissionDenied
 from django.db.models import OuterRef, Q, Subquery
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -33,47 +32,13 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from allocations.exceptions import AlreadyReleased
-from allocations.models import Allocation, AllocationStatus, UsageHistory
+from allocations.models import Allocation, AllocationStatus
 from allocations.records import render_allocation, render_job
 from allocations.services import allocation_release, jobs
 from horizon_quota.admin_paging import EstimatedCountPaginator
 from horizon_quota.amounts import EMPTY, amount_display
 from horizon_quota.errors import NotFound, ServiceError
-from quotas.admin_console import export
 from quotas.models import Quota, ResourceType
-
-HISTORY_COLUMNS = [
-    "id",
-    "timestamp",
-    "quota_id",
-    "entity_type",
-    "entity_id",
-    "resource_type",
-    "unit",
-    "operation",
-    "allocated_value",
-    "consumed_delta",
-    "job_id",
-    "allocation_id",
-]
-
-
-def history_rows(rows):
-    for row in rows.iterator(chunk_size=export.CHUNK):
-        yield [
-            str(row.id),
-            row.timestamp,
-            str(row.quota_id),
-            row.entity_type,
-            row.entity_id,
-            row.resource_type,
-            row.unit,
-            row.operation,
-            row.allocated_value,
-            row.consumed_delta,
-            str(row.job_id) if row.job_id else None,
-            str(row.allocation_id) if row.allocation_id else None,
-        ]
 
 
 def moment(value) -> str:
@@ -296,7 +261,7 @@ class AllocationAdmin(ReadOnlyAdmin):
         "resource_type",
         "value",
         "consumed",
-        "rate",
+        "rate_display",
         "status",
         "allocated_at",
         "released_at",
@@ -319,6 +284,10 @@ class AllocationAdmin(ReadOnlyAdmin):
     @admin.display(description="consumed")
     def consumed(self, row):
         return amount_display(row.consumed_value, getattr(row, "unit", ""))
+
+    @admin.display(description="rate (per hour)")
+    def rate_display(self, row):
+        return amount_display(row.rate, getattr(row, "unit", ""))
 
     @admin.display(description="burst", boolean=True, ordering="is_burst")
     def burst(self, row):
@@ -377,8 +346,18 @@ class AllocationAdmin(ReadOnlyAdmin):
                 context["error"] = exc.message
             else:
                 context["job"] = render_job(result.job_id, result.allocations)
+                units = dict(ResourceType.objects.values_list("slug", "unit"))
                 context["allocations"] = [
-                    {**render_allocation(a), "short_id": str(a.id)[:8]}
+                    {
+                        **render_allocation(a),
+                        "short_id": str(a.id)[:8],
+                        "allocated_value": amount_display(
+                            a.allocated_value, units.get(a.resource_type, "")
+                        ),
+                        "consumed_value": amount_display(
+                            a.consumed_value, units.get(a.resource_type, "")
+                        ),
+                    }
                     for a in result.allocations
                 ]
                 context["active"] = any(
@@ -416,98 +395,7 @@ class AllocationAdmin(ReadOnlyAdmin):
         )
 
 
-@admin.register(UsageHistory)
-class UsageHistoryAdmin(ReadOnlyAdmin):
-    list_display = [
-        "quota_link",
-        "when",
-        "operation",
-        "resource_type",
-        "value",
-        "job_short",
-        "allocation_link",
-    ]
-    list_display_links = ["when"]
-    list_filter = ["operation", ResourceTypeFilter, QuotaFilter, SubtreeFilter]
-    list_select_related = False
-    search_fields = ["job_id", "entity_id"]
-    search_help_text = "An exact job, allocation or quota id, or an exact entity id."
-    # history_quota_idx: (quota_id, -timestamp, -id), the only index of the table
-    # besides its key (every index costs the allocate path a write). Each quota's
-    # rows are newest first; filtered to one quota, the list is its timeline.
-    ordering = ["quota_id", "-timestamp", "-id"]
-    fields = [
-        "id",
-        "quota_link",
-        "entity_type",
-        "entity_id",
-        "resource_type",
-        "operation",
-        "value",
-        "job_id",
-        "allocation_link",
-        "timestamp",
-        "metadata",
-    ]
-    readonly_fields = fields
-
-    def get_urls(self):
-        return [
-            path(
-                "export.csv",
-                self.admin_site.admin_view(self.export_view),
-                name="allocations_usagehistory_export",
-            ),
-            *super().get_urls(),
-        ]
-
-    def export_view(self, request):
-        """The history changelist's rows as CSV: its filters and search (a quota, a
-        subtree), every page, streamed."""
-        if not self.has_view_permission(request):
-            raise PermissionDenied
-        rows = self.get_changelist_instance(request).get_queryset(request)
-        return export.csv_response(
-            "usage-history.csv", HISTORY_COLUMNS, history_rows(rows)
-        )
-
-    @admin.display(description="allocation")
-    def allocation_link(self, row):
-        if row.allocation_id is None:
-            return EMPTY
-        return format_html(
-            '<a href="{}">{}</a>',
-            reverse("admin:allocations_allocation_change", args=[row.allocation_id]),
-            str(row.allocation_id)[:8],
-        )
-
-    def get_search_results(self, request, queryset, search_term):
-        term = search_term.strip()
-        if not term:
-            return queryset, False
-        # usage_history has no index on job_id or entity_id (each would cost every
-        # allocate a write), so the search finds the quotas first, through indexes
-        # of their own, and then reads only those quotas' rows of history_quota_idx.
-        uuid = _as_uuid(term)
-        if uuid is not None:
-            # Allocations are never deleted, so they know every job's quota.
-            quota_ids = set(
-                Allocation.objects.filter(Q(job_id=uuid) | Q(id=uuid)).values_list(
-                    "quota_id", flat=True
-                )
-            )
-            of_the_job = Q(job_id=uuid) | Q(allocation_id=uuid)
-            condition = (Q(quota_id__in=quota_ids) & of_the_job) | Q(quota_id=uuid)
-        else:
-            # The entity's quotas today (quotas_entity_id_idx); the history of a
-            # deleted quota is found by its quota id or by a job id.
-            quota_ids = set(
-                Quota.objects.filter(entity_id=term).values_list("id", flat=True)
-            )
-            condition = Q(quota_id__in=quota_ids, entity_id=term)
-        return queryset.filter(condition), False
-
-
-# The quota page's panels, the dashboard's figures and the history export live in
-# their own module; importing it registers them.
-from allocations import admin_panels  # noqa: E402, F401
+# Usage history, and what this app adds to the quota console (the quota page's
+# panels, the dashboard's figures), live in modules of their own; importing them
+# registers them.
+from allocations import admin_history, admin_panels  # noqa: E402, F401
