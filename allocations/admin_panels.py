@@ -13,8 +13,8 @@ database (``allocations.selectors.usage_series``).
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from django.db.models import Count, Sum
-from django.db.models.functions import Abs
+from django.db.models import Count, Sum, Value
+from django.db.models.functions import Abs, Now
 from django.urls import reverse
 from django.utils.http import urlencode
 
@@ -229,7 +229,11 @@ def dashboard_figures(now: datetime) -> dict:
     """Key figures: the allocation rate of the last minute (alloc_allocated_idx),
     the active allocations (alloc_quota_active_idx) and the last repair run
     (events_type_idx, then repair_run_idx)."""
-    recent = Allocation.objects.filter(allocated_at__gte=now - RATE_WINDOW).count()
+    # Allocation times keep the database's real clock (as leases do), not the
+    # budget clock.
+    recent = Allocation.objects.filter(
+        allocated_at__gte=Now() - Value(RATE_WINDOW)
+    ).count()
     active = Allocation.objects.filter(status=AllocationStatus.ACTIVE).count()
     last_repair = (
         Event.objects.filter(type=EventType.USAGE_REPAIRED, id__isnull=False)
