@@ -16,7 +16,7 @@ from allocations.admin import (
     _as_uuid,
 )
 from allocations.models import Allocation, UsageHistory
-from horizon_quota.amounts import EMPTY
+from horizon_quota.amounts import EMPTY, amount_display
 from quotas.admin_console import export
 from quotas.models import Quota
 
@@ -62,6 +62,7 @@ class UsageHistoryAdmin(ReadOnlyAdmin):
         "operation",
         "resource_type",
         "value",
+        "charged",
         "job_short",
         "allocation_link",
     ]
@@ -88,6 +89,14 @@ class UsageHistoryAdmin(ReadOnlyAdmin):
         "metadata",
     ]
     readonly_fields = fields
+
+    @admin.display(description="charged", ordering="consumed_delta")
+    def charged(self, row):
+        """What the row charged to a budget (consume, and the settle of a release
+        or expiry)."""
+        if not row.consumed_delta:
+            return EMPTY
+        return amount_display(row.consumed_delta, getattr(row, "unit", ""))
 
     def get_urls(self):
         return [

@@ -257,6 +257,11 @@ def test_the_console_reads_well_at_1400_and_1920_px(live_server, settings, tmp_p
                 page.screenshot(path=shots / f"allocations-{width}.png", full_page=True)
                 assert fits == {"doc": True, "table": True, "scroll": True}, width
 
+                page.goto(f"{base}/admin/allocations/usagehistory/")
+                fits = _fits(page)
+                page.screenshot(path=shots / f"history-{width}.png", full_page=True)
+                assert fits == {"doc": True, "table": True, "scroll": True}, width
+
             # The CSV export is the filtered list, every row in the list's order.
             page.goto(f"{base}/admin/quotas/quota/?entity_type__exact=user")
             listed = page.locator(".hq-tree__id").all_inner_texts()

@@ -77,6 +77,19 @@ def test_near_follows_the_effective_limit_with_overcommit(crowd):
     assert "user carol" not in {row["entity"] for row in dashboard.near_hard_limit()}
 
 
+def test_a_budgets_carry_over_adds_to_its_limit_in_every_list(staff_client, crowd):
+    # 9.5 of (10 + 5 carried over): 63 %, neither near nor at the hard limit, in
+    # the dashboard and in the changelist's filter alike (the model's rule).
+    set_fields(crowd["carol"], carried_over=D(5))
+
+    assert "user carol" not in {row["entity"] for row in dashboard.near_hard_limit()}
+    at_limit = staff_client.get("/admin/quotas/quota/", {"hard_limit": "at"})
+    assert crowd["carol"] not in list(at_limit.context["cl"].result_list)
+    set_used(crowd["carol"], "15")
+    at_limit = staff_client.get("/admin/quotas/quota/", {"hard_limit": "at"})
+    assert [q.entity_id for q in at_limit.context["cl"].result_list] == ["carol"]
+
+
 def test_top_consumers_are_the_users_that_use_most_per_resource(crowd):
     storage = QuotaFactory(entity_id="disks", resource_type_id="storage_gb")
     archive = TeamQuotaFactory(parent=storage, entity_id="archive")
