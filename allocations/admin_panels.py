@@ -55,38 +55,33 @@ def _chart_start(quota: Quota, now: datetime) -> datetime:
 
 
 def usage_chart(quota: Quota, points: list, start, now) -> str:
+    """Used over time, with the cap and the soft limit; a budget's consumed part
+    apart from what it holds in reserve."""
     unit = unit_of(quota)
     budget = any(consumed for _, _, consumed in points)
     marks = [Mark("cap", "cap", quota.effective_limit)]
     if quota.soft_limit is not None:
         marks.append(Mark("soft", "soft", quota.soft_limit))
+    series = [
+        Series(
+            "used",
+            "used",
+            [(t, reserved + consumed) for t, reserved, consumed in points],
+            area=True,
+            until=now,
+        )
+    ]
     if budget:
-        series = [
-            Series(
-                "used",
-                "used",
-                [(t, reserved + consumed) for t, reserved, consumed in points],
-                area=True,
-                until=now,
-            ),
+        # Drawn over "used": the lower band is consumed, the rest is reserved.
+        series.append(
             Series(
                 "consumed",
                 "consumed",
                 [(t, consumed) for t, _, consumed in points],
                 area=True,
                 until=now,
-            ),
-        ]
-    else:
-        series = [
-            Series(
-                "used",
-                "used",
-                [(t, reserved + consumed) for t, reserved, consumed in points],
-                area=True,
-                until=now,
             )
-        ]
+        )
     return time_chart(
         chart_id="hq-chart-usage",
         title=f"Usage of {quota.entity_type} {quota.entity_id} over time",

@@ -46,6 +46,10 @@ def test_amounts_are_exact_without_trailing_zeros_with_separators_and_unit(
         (D("2.5000"), "2.5"),
         (None, ""),
         ("alice", "alice"),
+        # Text a spreadsheet would run as a formula stays text.
+        ('=HYPERLINK("http://x")', '\'=HYPERLINK("http://x")'),
+        ("@SUM(A1)", "'@SUM(A1)"),
+        ("-team", "'-team"),
         (datetime(2026, 12, 1, 9, 30, tzinfo=UTC), "2026-12-01T09:30:00+00:00"),
     ],
 )

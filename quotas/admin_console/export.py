@@ -40,12 +40,21 @@ QUOTA_COLUMNS = [
 ]
 
 
+# A text cell starting with one of these is a formula to a spreadsheet (CSV
+# injection: an entity id "=HYPERLINK(…)" sent by an API client). Such text is
+# written with a leading apostrophe, which spreadsheets show as text.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
 def cell(value) -> str:
-    """One CSV cell: amounts exact (``amount_text``), nothing for None."""
+    """One CSV cell: amounts exact (``amount_text``), nothing for None, text never
+    read as a formula."""
     if value is None:
         return ""
     if hasattr(value, "isoformat"):
         return value.isoformat()
+    if isinstance(value, str):
+        return f"'{value}" if value.startswith(FORMULA_STARTS) else value
     return amount_text(value)
 
 
