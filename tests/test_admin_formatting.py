@@ -12,6 +12,7 @@ from allocations.admin import moment, short_id
 from horizon_quota.amounts import EMPTY, amount_display
 from quotas.admin_console.charts import Bar, Mark, Series, bar_chart, time_chart
 from quotas.admin_console.export import cell
+from quotas.admin_console.panels import _change_summary
 
 D = Decimal
 
@@ -131,3 +132,20 @@ def test_a_bar_chart_marks_periods_over_their_limit():
         svg,
     ) == ["120", "450"]
     assert svg.count("hq-chart__bar--over") == 1
+
+
+@pytest.mark.parametrize(
+    ("changes", "summary"),
+    [
+        (
+            {"limit_value": ["10000.0000", "12500.5"]},
+            "limit_value: 10,000 GPUs → 12,500.5 GPUs",
+        ),
+        ({"soft_limit": [None, "80"]}, "soft_limit: — → 80 GPUs"),
+        ({"overcommit_ratio": ["1.00", "1.50"]}, "overcommit_ratio: 1 → 1.5"),
+        ({"period": ["none", "month"]}, "period: none → month"),
+        ({"entity_id": [None, "alice"]}, "entity_id: — → alice"),
+    ],
+)
+def test_audit_changes_write_amounts_like_the_rest_of_the_admin(changes, summary):
+    assert _change_summary(changes, "GPUs") == summary

@@ -7,6 +7,7 @@ tables.
 """
 
 from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
 
 from django.contrib import admin
 from django.urls import reverse
@@ -39,11 +40,28 @@ def bounded(queryset) -> tuple[list, bool]:
     return rows[:PANEL_ROWS], len(rows) > PANEL_ROWS
 
 
-def _change_summary(changes: dict) -> str:
+# Fields of an audit entry that hold amounts of the quota's unit.
+AMOUNT_FIELDS = {"limit_value", "soft_limit", "burst_limit", "carryover_limit"}
+
+
+def _audit_value(field: str, value, unit: str):
+    """One side of a change, as the rest of the admin writes it."""
+    if value in (None, ""):
+        return EMPTY
+    if field in AMOUNT_FIELDS | {"overcommit_ratio"}:
+        try:
+            amount = Decimal(str(value))
+        except InvalidOperation:
+            return value
+        return amount_display(amount, unit if field in AMOUNT_FIELDS else "")
+    return value
+
+
+def _change_summary(changes: dict, unit: str = "") -> str:
     parts = []
     for field, values in (changes or {}).items():
         if isinstance(values, list | tuple) and len(values) == 2:
-            old, new = (EMPTY if v in (None, "") else v for v in values)
+            old, new = (_audit_value(field, v, unit) for v in values)
             parts.append(f"{field}: {old} → {new}")
         else:
             parts.append(f"{field}: {values}")
@@ -63,7 +81,7 @@ def _audit_panel(quota: Quota) -> dict:
                 "created_at": change.created_at,
                 "action": change.action,
                 "actor": change.actor_name or change.get_actor_type_display(),
-                "summary": _change_summary(change.changes),
+                "summary": _change_summary(change.changes, unit_of(quota)),
                 "reason": change.reason,
             }
             for change in rows
