@@ -3,7 +3,6 @@
 search: one quota, a subtree, an operation…), streamed."""
 
 from django.contrib import admin
-from django.core.exceptions import PermissionDenied
 from django.db.models import Q
 from django.urls import path, reverse
 from django.utils.html import format_html
@@ -111,11 +110,8 @@ class UsageHistoryAdmin(ReadOnlyAdmin):
     def export_view(self, request):
         """The history changelist's rows as CSV: its filters and search (a quota, a
         subtree), every page, streamed."""
-        if not self.has_view_permission(request):
-            raise PermissionDenied
-        rows = self.get_changelist_instance(request).get_queryset(request)
-        return export.csv_response(
-            "usage-history.csv", HISTORY_COLUMNS, history_rows(rows)
+        return export.changelist_csv(
+            self, request, "usage-history.csv", HISTORY_COLUMNS, history_rows
         )
 
     @admin.display(description="allocation")

@@ -320,12 +320,8 @@ class QuotaAdmin(admin.ModelAdmin):
 
     def export_view(self, request):
         """The changelist's quotas as CSV: its filters and search, every page."""
-        if not self.has_view_permission(request):
-            raise PermissionDenied
-        changelist = self.get_changelist_instance(request)
-        quotas = changelist.get_queryset(request)
-        return export.csv_response(
-            "quotas.csv", export.QUOTA_COLUMNS, export.quota_rows(quotas)
+        return export.changelist_csv(
+            self, request, "quotas.csv", export.QUOTA_COLUMNS, export.quota_rows
         )
 
     def changelist_view(self, request, extra_context=None):

@@ -340,3 +340,10 @@ def test_the_pages_read_history_through_indexes(staff_client):
     assert len(reads) == 2  # the chart and the recent history
     for sql in reads:
         assert _full_scans(_explain(sql)) == [], sql
+
+
+def test_an_export_with_a_refused_filter_goes_back_to_the_list(staff_client, tree):
+    response = staff_client.get(HISTORY_CSV, {"subtree": "not-a-uuid"})
+
+    assert response.status_code == 302
+    assert response["Location"] == "/admin/allocations/usagehistory/?e=1"

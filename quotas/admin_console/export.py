@@ -8,7 +8,11 @@ locale. The unit has its own column. An empty value is an empty cell.
 import csv
 from collections.abc import Iterable, Iterator
 
-from django.http import StreamingHttpResponse
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.views.main import ERROR_FLAG
+from django.core.exceptions import PermissionDenied
+from django.http import HttpResponseRedirect, StreamingHttpResponse
+from django.urls import reverse
 
 from horizon_quota.amounts import amount_text
 from quotas.models import Quota
@@ -78,6 +82,21 @@ def csv_response(
     response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
+
+
+def changelist_csv(model_admin, request, filename: str, header: list[str], rows):
+    """The rows a changelist's filters and search select (every page, in its
+    order) as CSV: ``rows`` turns its queryset into lists of cells. Filters the
+    changelist refuses send the admin back to it, as the changelist itself does."""
+    if not model_admin.has_view_permission(request):
+        raise PermissionDenied
+    try:
+        changelist = model_admin.get_changelist_instance(request)
+    except IncorrectLookupParameters:
+        opts = model_admin.model._meta
+        url = reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist")
+        return HttpResponseRedirect(f"{url}?{ERROR_FLAG}=1")
+    return csv_response(filename, header, rows(changelist.get_queryset(request)))
 
 
 def quota_rows(quotas) -> Iterator[list]:
