@@ -381,7 +381,7 @@ def test_the_change_page_shows_recent_audit_changes(staff_client, tree):
 
     assert saved.status_code == 302
     audit = _panel(html, "audit")
-    assert "limit_value: 60 → 70" in audit
+    assert "limit_value: 60 GPUs → 70 GPUs" in audit
     assert "more GPUs for the paper deadline" in audit
     assert "root" in audit  # the staff user who saved it
 
