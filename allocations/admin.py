@@ -38,12 +38,8 @@ from allocations.services import allocation_release, jobs
 from horizon_quota.admin_paging import EstimatedCountPaginator
 from horizon_quota.amounts import EMPTY, amount_display
 from horizon_quota.errors import NotFound, ServiceError
+from quotas.admin_console import moment
 from quotas.models import Quota, ResourceType
-
-
-def moment(value) -> str:
-    """A moment, compact and sortable as text (UTC)."""
-    return EMPTY if value is None else f"{value:%Y-%m-%d %H:%M:%S}"
 
 
 def short_id(value) -> str:

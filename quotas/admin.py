@@ -199,12 +199,12 @@ class QuotaAdmin(admin.ModelAdmin):
         "reserved_display",
         "consumed_display",
         "carried_over_display",
-        "period_start",
-        "period_end",
+        "period_start_display",
+        "period_end_display",
         "version",
         "depth",
-        "created_at",
-        "updated_at",
+        "created_at_display",
+        "updated_at_display",
     ]
     # Served by quotas_tree_idx (migration 0005), so a page of the tree is an index
     # range, not a sort of the table.
@@ -280,6 +280,22 @@ class QuotaAdmin(admin.ModelAdmin):
     @admin.display(description="carried over")
     def carried_over_display(self, quota):
         return amount_display(quota.carried_over, admin_console.unit_of(quota))
+
+    @admin.display(description="period start")
+    def period_start_display(self, quota):
+        return admin_console.moment(quota.period_start)
+
+    @admin.display(description="period end")
+    def period_end_display(self, quota):
+        return admin_console.moment(quota.period_end)
+
+    @admin.display(description="created at")
+    def created_at_display(self, quota):
+        return admin_console.moment(quota.created_at)
+
+    @admin.display(description="updated at")
+    def updated_at_display(self, quota):
+        return admin_console.moment(quota.updated_at)
 
     @admin.display(description="hard limit", ordering="limit_value")
     def limit_display(self, quota):

@@ -8,8 +8,9 @@ from uuid import UUID
 
 import pytest
 
-from allocations.admin import moment, short_id
+from allocations.admin import short_id
 from horizon_quota.amounts import EMPTY, amount_display
+from quotas.admin_console import moment
 from quotas.admin_console.charts import Bar, Mark, Series, bar_chart, time_chart
 from quotas.admin_console.export import cell
 from quotas.admin_console.panels import _change_summary

@@ -16,6 +16,7 @@ from quotas.admin_console.panels import (
     PANEL_ROWS,
     bounded,
     changelist_url,
+    moment,
     quota_panels,
     unit_of,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "SoftLimitFilter",
     "bounded",
     "changelist_url",
+    "moment",
     "quota_panels",
     "tree_entity",
     "unit_of",

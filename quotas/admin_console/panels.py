@@ -7,6 +7,7 @@ tables.
 """
 
 from collections.abc import Callable
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
 from django.contrib import admin
@@ -26,6 +27,15 @@ PANEL_ROWS = 10
 def unit_of(quota: Quota) -> str:
     """The unit of the quota's resource type (fetched with the quota)."""
     return quota.resource_type.unit
+
+
+def moment(value) -> str:
+    """A moment, compact and sortable as text (UTC), as every list and panel of
+    the console writes it."""
+    # Not a moment yet (None, or a database default on an unsaved quota): empty.
+    if not isinstance(value, datetime):
+        return EMPTY
+    return f"{value:%Y-%m-%d %H:%M:%S}"
 
 
 def changelist_url(model, **params) -> str:
