@@ -24,21 +24,30 @@ from uuid import UUID
 
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
-from django.db.models import Q
+from django.contrib.admin.views.main import ChangeList
+from django.db.models import OuterRef, Q, Subquery
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
 from allocations.exceptions import AlreadyReleased
-from allocations.models import Allocation, AllocationStatus, UsageHistory
+from allocations.models import Allocation, AllocationStatus
 from allocations.records import render_allocation, render_job
 from allocations.services import allocation_release, jobs
 from horizon_quota.admin_paging import EstimatedCountPaginator
-from horizon_quota.amounts import amount_text, normalize_amount
+from horizon_quota.amounts import EMPTY, amount_display
 from horizon_quota.errors import NotFound, ServiceError
-from quotas import admin_console
+from quotas.admin_console import moment
 from quotas.models import Quota, ResourceType
+
+
+def short_id(value) -> str:
+    """A UUID shortened to its first block; the whole of it on hover, and all of it
+    copied when selected (the rest is hidden by CSS, not cut)."""
+    if value is None:
+        return EMPTY
+    return format_html('<span class="hq-id" title="{0}">{0}</span>', value)
 
 
 def _as_uuid(term: str) -> UUID | None:
@@ -96,10 +105,65 @@ class QuotaFilter(admin.SimpleListFilter):
         return queryset.filter(quota_id=quota_id)
 
 
+class SubtreeFilter(admin.SimpleListFilter):
+    """The rows of a quota's whole subtree, as linked from a team's or an
+    organization's page (history lives on the users' quotas). It appears only
+    while set. The subtree through quotas_path_gin, then each quota's rows
+    through the table's index leading on quota_id."""
+
+    title = "subtree"
+    parameter_name = "subtree"
+
+    def lookups(self, request, model_admin):
+        value = self.value()
+        if not value:
+            return []
+        quota_id = _as_uuid(value)
+        quota = (
+            Quota.objects.filter(id=quota_id)
+            .only("entity_type", "entity_id", "resource_type")
+            .first()
+            if quota_id
+            else None
+        )
+        return [(value, f"{quota} and below" if quota else f"quota {value}")]
+
+    def queryset(self, request, queryset):
+        if not self.value():
+            return queryset
+        quota_id = _as_uuid(self.value())
+        if quota_id is None:
+            raise IncorrectLookupParameters(f"{self.value()!r} is not a quota id")
+        return queryset.filter(
+            quota_id__in=Quota.objects.filter(path__contains=[quota_id]).values("id")
+        )
+
+
+class UnitsChangeList(ChangeList):
+    """Each row's unit, from the resource type (a small table), by a subquery on the
+    page's rows: the rows themselves stay unjoined."""
+
+    def get_queryset(self, request, exclude_parameters=None):
+        queryset = super().get_queryset(request, exclude_parameters)
+        return queryset.annotate(
+            unit=Subquery(
+                ResourceType.objects.filter(slug=OuterRef("resource_type")).values(
+                    "unit"
+                )[:1]
+            )
+        )
+
+
 class ReadOnlyAdmin(admin.ModelAdmin):
     """Viewable, never added, changed or deleted here."""
 
     paginator = EstimatedCountPaginator
+    # The console's styles: shortened ids, numbers, rows that do not wrap.
+    change_list_template = "admin/allocations/wide_change_list.html"
+
+    class Media:
+        css = {"all": ["quotas/admin_console.css"]}
+
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER
 
@@ -117,6 +181,9 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         actions.pop("delete_selected", None)
         return actions
 
+    def get_changelist(self, request, **kwargs):
+        return UnitsChangeList
+
     @admin.display(description="entity")
     def entity(self, row):
         return f"{row.entity_type}:{row.entity_id}"
@@ -133,23 +200,45 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     @admin.display(description="value", ordering="allocated_value")
     def value(self, row):
-        return normalize_amount(row.allocated_value)
+        return amount_display(row.allocated_value, getattr(row, "unit", ""))
+
+    @admin.display(description="job")
+    def job_short(self, row):
+        return short_id(row.job_id)
+
+    @admin.display(description="allocated at", ordering="allocated_at")
+    def allocated(self, row):
+        return moment(row.allocated_at)
+
+    @admin.display(description="released at", ordering="released_at")
+    def released(self, row):
+        return moment(row.released_at)
+
+    @admin.display(description="lease ends", ordering="expires_at")
+    def expires(self, row):
+        return moment(row.expires_at)
+
+    @admin.display(description="time", ordering="timestamp")
+    def when(self, row):
+        return moment(row.timestamp)
 
 
 @admin.register(Allocation)
 class AllocationAdmin(ReadOnlyAdmin):
+    # Job ids are shortened (the whole id on hover, and selected whole with one
+    # click, for copying); the time opens the allocation.
     list_display = [
-        "job_id",
+        "allocated",
+        "job_short",
         "quota_link",
         "resource_type",
         "value",
         "status",
-        "allocated_at",
-        "released_at",
-        "expires_at",
-        "is_burst",
+        "released",
+        "expires",
+        "burst",
     ]
-    list_display_links = ["job_id"]
+    list_display_links = ["allocated"]
     list_filter = ["status", ResourceTypeFilter, "is_burst", QuotaFilter]
     # The entity is copied onto the row: nothing to join (see the module docstring).
     list_select_related = False
@@ -168,7 +257,7 @@ class AllocationAdmin(ReadOnlyAdmin):
         "resource_type",
         "value",
         "consumed",
-        "rate",
+        "rate_display",
         "status",
         "allocated_at",
         "released_at",
@@ -190,7 +279,15 @@ class AllocationAdmin(ReadOnlyAdmin):
 
     @admin.display(description="consumed")
     def consumed(self, row):
-        return normalize_amount(row.consumed_value)
+        return amount_display(row.consumed_value, getattr(row, "unit", ""))
+
+    @admin.display(description="rate (per hour)")
+    def rate_display(self, row):
+        return amount_display(row.rate, getattr(row, "unit", ""))
+
+    @admin.display(description="burst", boolean=True, ordering="is_burst")
+    def burst(self, row):
+        return row.is_burst
 
     def get_search_results(self, request, queryset, search_term):
         term = search_term.strip()
@@ -245,8 +342,18 @@ class AllocationAdmin(ReadOnlyAdmin):
                 context["error"] = exc.message
             else:
                 context["job"] = render_job(result.job_id, result.allocations)
+                units = dict(ResourceType.objects.values_list("slug", "unit"))
                 context["allocations"] = [
-                    {**render_allocation(a), "short_id": str(a.id)[:8]}
+                    {
+                        **render_allocation(a),
+                        "short_id": str(a.id)[:8],
+                        "allocated_value": amount_display(
+                            a.allocated_value, units.get(a.resource_type, "")
+                        ),
+                        "consumed_value": amount_display(
+                            a.consumed_value, units.get(a.resource_type, "")
+                        ),
+                    }
                     for a in result.allocations
                 ]
                 context["active"] = any(
@@ -284,122 +391,7 @@ class AllocationAdmin(ReadOnlyAdmin):
         )
 
 
-@admin.register(UsageHistory)
-class UsageHistoryAdmin(ReadOnlyAdmin):
-    list_display = [
-        "quota_link",
-        "timestamp",
-        "operation",
-        "resource_type",
-        "value",
-        "job_id",
-        "allocation_link",
-    ]
-    list_display_links = ["timestamp"]
-    list_filter = ["operation", ResourceTypeFilter, QuotaFilter]
-    list_select_related = False
-    search_fields = ["job_id", "entity_id"]
-    search_help_text = "An exact job, allocation or quota id, or an exact entity id."
-    # history_quota_idx: (quota_id, -timestamp, -id), the only index of the table
-    # besides its key (every index costs the allocate path a write). Each quota's
-    # rows are newest first; filtered to one quota, the list is its timeline.
-    ordering = ["quota_id", "-timestamp", "-id"]
-    fields = [
-        "id",
-        "quota_link",
-        "entity_type",
-        "entity_id",
-        "resource_type",
-        "operation",
-        "value",
-        "job_id",
-        "allocation_link",
-        "timestamp",
-        "metadata",
-    ]
-    readonly_fields = fields
-
-    @admin.display(description="allocation")
-    def allocation_link(self, row):
-        if row.allocation_id is None:
-            return "—"
-        return format_html(
-            '<a href="{}">{}</a>',
-            reverse("admin:allocations_allocation_change", args=[row.allocation_id]),
-            str(row.allocation_id)[:8],
-        )
-
-    def get_search_results(self, request, queryset, search_term):
-        term = search_term.strip()
-        if not term:
-            return queryset, False
-        # usage_history has no index on job_id or entity_id (each would cost every
-        # allocate a write), so the search finds the quotas first, through indexes
-        # of their own, and then reads only those quotas' rows of history_quota_idx.
-        uuid = _as_uuid(term)
-        if uuid is not None:
-            # Allocations are never deleted, so they know every job's quota.
-            quota_ids = set(
-                Allocation.objects.filter(Q(job_id=uuid) | Q(id=uuid)).values_list(
-                    "quota_id", flat=True
-                )
-            )
-            of_the_job = Q(job_id=uuid) | Q(allocation_id=uuid)
-            condition = (Q(quota_id__in=quota_ids) & of_the_job) | Q(quota_id=uuid)
-        else:
-            # The entity's quotas today (quotas_entity_id_idx); the history of a
-            # deleted quota is found by its quota id or by a job id.
-            quota_ids = set(
-                Quota.objects.filter(entity_id=term).values_list("id", flat=True)
-            )
-            condition = Q(quota_id__in=quota_ids, entity_id=term)
-        return queryset.filter(condition), False
-
-
-def quota_page_panels(quota: Quota) -> dict:
-    """The allocation panels of a quota's change page (``quotas.admin_console``):
-    its latest active allocations and its recent usage history, two bounded
-    queries."""
-    # alloc_quota_active_idx serves this one: active rows of one quota, newest first.
-    allocations, more_allocations = admin_console.bounded(
-        Allocation.objects.filter(
-            quota_id=quota.id, status=AllocationStatus.ACTIVE
-        ).order_by("-allocated_at", "-id")
-    )
-    # history_quota_idx: (quota_id, -timestamp, -id).
-    history, more_history = admin_console.bounded(
-        UsageHistory.objects.filter(quota_id=quota.id).order_by("-timestamp", "-id")
-    )
-    return {
-        "allocations": [
-            {
-                "id": allocation.id,
-                "job_id": allocation.job_id,
-                "value": amount_text(allocation.allocated_value),
-                "allocated_at": allocation.allocated_at,
-                "expires_at": allocation.expires_at,
-                "is_burst": allocation.is_burst,
-            }
-            for allocation in allocations
-        ],
-        "more_allocations": more_allocations,
-        "allocations_url": admin_console.changelist_url(
-            Allocation, quota__id__exact=quota.id, status__exact="active"
-        ),
-        "history": [
-            {
-                "timestamp": row.timestamp,
-                "operation": row.operation,
-                "value": amount_text(row.allocated_value),
-                "job_id": row.job_id,
-            }
-            for row in history
-        ],
-        "more_history": more_history,
-        "history_url": admin_console.changelist_url(
-            UsageHistory, quota__id__exact=quota.id
-        ),
-    }
-
-
-admin_console.PANEL_PROVIDERS.append(quota_page_panels)
+# Usage history, and what this app adds to the quota console (the quota page's
+# panels, the dashboard's figures), live in modules of their own; importing them
+# registers them.
+from allocations import admin_history, admin_panels  # noqa: E402, F401

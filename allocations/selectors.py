@@ -1,3 +1,4 @@
+from datetime import timedelta
 from uuid import UUID
 
 from django.db import connection
@@ -172,3 +173,112 @@ def orphan_allocations() -> list[tuple]:
     with connection.cursor() as cursor:
         cursor.execute(ORPHANS_SQL)
         return cursor.fetchall()
+
+
+# --- the admin's pictures of history (issue 14) -------------------------------------
+
+# A quota's subtree: its own id is in the path of every descendant (and its own),
+# answered by quotas_path_gin.
+SUBTREE_SQL = "SELECT id FROM quotas WHERE path @> ARRAY[%(quota)s]::uuid[]"
+
+# What each history row of a subtree did to ``reserved`` and ``consumed``, summed per
+# time bucket (date_bin) on the database side: at most ``buckets`` rows whatever
+# the size of the history. Only the rows after ``start`` are read
+# (history_quota_idx: quota_id, -timestamp, for each quota of the subtree).
+#
+# A row's change of ``reserved`` follows the engine (hq_consume.sql,
+# hq_release.sql): an allocate reserves its value; a consume takes its increment
+# out of what remains of the reservation; a release or expiry returns whatever
+# remains. What remained before a row is the allocation's value less what it had
+# consumed before the row: its final ``consumed_value`` less the increments of this
+# row and every later one (all of which lie after ``start`` too).
+USAGE_SERIES_SQL = f"""
+WITH subtree AS MATERIALIZED ({SUBTREE_SQL}),
+rows AS (
+    SELECT h.timestamp, h.operation, h.consumed_delta,
+           coalesce(a.allocated_value, h.allocated_value) AS allocated,
+           coalesce(a.consumed_value, 0)
+             - sum(h.consumed_delta) OVER (
+                   PARTITION BY h.allocation_id ORDER BY h.timestamp DESC, h.id DESC
+                   ROWS UNBOUNDED PRECEDING) AS consumed_before
+      FROM usage_history h
+      LEFT JOIN allocations a ON a.id = h.allocation_id
+     WHERE h.quota_id IN (SELECT id FROM subtree)
+       AND h.timestamp > %(start)s AND h.timestamp <= %(end)s
+)
+SELECT date_bin(%(width)s, timestamp, %(start)s) AS bucket,
+       sum(CASE operation
+           WHEN 'allocate' THEN allocated
+           WHEN 'consume' THEN
+               -least(consumed_delta, greatest(0, allocated - consumed_before))
+           ELSE -greatest(0, allocated - consumed_before)
+       END) AS reserved_change,
+       sum(consumed_delta) AS consumed_change,
+       count(*) AS operations
+  FROM rows
+ GROUP BY 1
+ ORDER BY 1
+"""
+
+
+def usage_series(
+    *, quota, start, end, buckets: int = 60
+) -> list[tuple[object, object, object]]:
+    """``(moment, reserved, consumed)`` of the quota over (start, end]: one point at
+    ``start`` and one at the end of every time bucket that saw a change, at most
+    ``buckets`` + 1 points, whatever the size of the history.
+
+    The books are walked back from the quota's current ``reserved`` and
+    ``consumed``, so ``end`` is now. A budget's ``consumed`` starts afresh with
+    each period: ``start`` must not lie before its current period's start.
+    History of deleted descendants is not read (their quotas are gone from the
+    tree).
+    """
+    width = max((end - start) / buckets, timedelta(seconds=1))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            USAGE_SERIES_SQL,
+            {"quota": quota.id, "start": start, "end": end, "width": width},
+        )
+        changes = cursor.fetchall()
+    reserved, consumed = quota.reserved, quota.consumed
+    points = []
+    for bucket, reserved_change, consumed_change, _ in reversed(changes):
+        points.append((min(bucket + width, end), reserved, consumed))
+        reserved -= reserved_change
+        consumed -= consumed_change
+    points.append((start, reserved, consumed))
+    points.reverse()
+    return points
+
+
+# The latest rows of each quota of the subtree (an index range of
+# history_quota_idx each), then the latest of those: at most ``limit`` rows per
+# quota are read, however long the history.
+SUBTREE_HISTORY_SQL = f"""
+SELECT h.*
+  FROM ({SUBTREE_SQL}) AS subtree
+ CROSS JOIN LATERAL (
+       SELECT * FROM usage_history
+        WHERE quota_id = subtree.id AND timestamp >= %(since)s
+        ORDER BY timestamp DESC, id DESC
+        LIMIT %(limit)s) AS h
+ ORDER BY h.timestamp DESC, h.id DESC
+ LIMIT %(limit)s
+"""
+
+
+def subtree_history(*, quota, since, limit: int) -> list[UsageHistory]:
+    """The latest ``limit`` history rows of the quota's subtree (history lives on
+    the quotas allocations are made on, the users'). A user's own rows are an index
+    range (history_quota_idx), whatever their age; a subtree's are read since
+    ``since`` only, through quotas_path_gin and then history_quota_idx per quota,
+    so the cost follows the subtree, not the size of the history."""
+    if quota.entity_type == "user":
+        rows = UsageHistory.objects.filter(quota_id=quota.id)
+        return list(rows.order_by("-timestamp", "-id")[:limit])
+    return list(
+        UsageHistory.objects.raw(
+            SUBTREE_HISTORY_SQL, {"quota": quota.id, "since": since, "limit": limit}
+        )
+    )

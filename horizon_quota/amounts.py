@@ -50,6 +50,23 @@ def amount_text(value) -> str:
     return f"{normalize_amount(value):f}"
 
 
+# What people see where there is no amount (an unset soft limit, no job): the one
+# empty marker of the admin.
+EMPTY = "\u2014"
+
+
+def amount_display(value, unit: str = "") -> str:
+    """An amount for people to read in the admin and its exports: exact, without
+    trailing zeros, with thousands separators, followed by ``unit`` when given
+    (``10,000 GPU-hours``, ``1,234.5``); ``EMPTY`` for None."""
+    if value is None:
+        return EMPTY
+    if not isinstance(value, Decimal | int):
+        return str(value)
+    text = f"{normalize_amount(value):,f}"
+    return f"{text} {unit}" if unit else text
+
+
 def parse_amount(
     data,
     *,

@@ -1,15 +1,18 @@
+from decimal import Decimal
+
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
+from django.urls import path
 
 from horizon_quota.admin_paging import EstimatedCountPaginator
-from horizon_quota.amounts import normalize_amount
+from horizon_quota.amounts import EMPTY, amount_display, normalize_amount
 from horizon_quota.errors import ServiceError
 from quotas import admin_console, services
-from quotas.access import keys
-from quotas.models import REASON_MAX_LENGTH, ApiKey, Quota, ResourceType
+from quotas.admin_console import dashboard, export
+from quotas.models import REASON_MAX_LENGTH, Quota, ResourceType
 
 QUOTA_FORM_FIELDS = [
     "entity_type",
@@ -23,6 +26,15 @@ QUOTA_FORM_FIELDS = [
     "period",
     "carryover_limit",
     "alert_thresholds",
+]
+
+
+AMOUNT_FIELDS = [
+    "limit_value",
+    "soft_limit",
+    "burst_limit",
+    "overcommit_ratio",
+    "carryover_limit",
 ]
 
 
@@ -89,6 +101,12 @@ class QuotaAdminForm(forms.ModelForm):
             if name in self.fields:
                 self.fields[name].required = False
                 self.fields[name].help_text = help_text
+        # Amounts as people write them: 30, not 30.0000 (the stored scale).
+        if not self.is_bound:
+            for name in AMOUNT_FIELDS:
+                value = self.initial.get(name)
+                if isinstance(value, Decimal):
+                    self.initial[name] = normalize_amount(value)
 
     def _post_clean(self):
         # Skip the model's own validation: the service checks everything, with the
@@ -153,18 +171,15 @@ class QuotaAdmin(admin.ModelAdmin):
     form = QuotaAdminForm
     # The changelist is the hierarchy console (quotas/admin_console.py): the tree in
     # depth-first order, indented, with a usage bar per row.
+    # Few columns, so the tree fits 1400 px: the rest of a quota (burst, overcommit,
+    # budget, parent) is on its page and in the CSV export.
     list_display = [
         "tree_entity",
         "resource_type_slug",
         "usage_bar",
-        "limit_value",
-        "soft_limit",
-        "burst_limit",
-        "overcommit_ratio",
-        "effective_limit_display",
+        "limit_display",
+        "soft_limit_display",
         "available_display",
-        "budget_display",
-        "parent_display",
     ]
     list_filter = [
         "entity_type",
@@ -177,18 +192,19 @@ class QuotaAdmin(admin.ModelAdmin):
     list_select_related = False
     search_fields = ["entity_id", "=id"]
     autocomplete_fields = ["parent"]
+    # The books in the one amount format, with the unit.
     readonly_fields = [
         "id",
-        "used",
-        "reserved",
-        "consumed",
-        "carried_over",
-        "period_start",
-        "period_end",
+        "used_display",
+        "reserved_display",
+        "consumed_display",
+        "carried_over_display",
+        "period_start_display",
+        "period_end_display",
         "version",
         "depth",
-        "created_at",
-        "updated_at",
+        "created_at_display",
+        "updated_at_display",
     ]
     # Served by quotas_tree_idx (migration 0005), so a page of the tree is an index
     # range, not a sort of the table.
@@ -249,32 +265,89 @@ class QuotaAdmin(admin.ModelAdmin):
     def usage_bar(self, quota):
         return admin_console.usage_bar(quota)
 
-    @admin.display(description="parent", empty_value="—")
-    def parent_display(self, quota):
-        parent = quota.parent
-        return parent and f"{parent.entity_type}:{parent.entity_id}"
+    @admin.display(description="used")
+    def used_display(self, quota):
+        return amount_display(quota.used, admin_console.unit_of(quota))
 
-    @admin.display(description="budget", empty_value="—")
-    def budget_display(self, quota):
-        if quota.period == "none" and not quota.consumed:
-            return None
-        return (
-            f"{quota.period}: consumed {normalize_amount(quota.consumed)}, "
-            f"reserved {normalize_amount(quota.reserved)}"
-            + (
-                f", carried over {normalize_amount(quota.carried_over)}"
-                if quota.carried_over
-                else ""
-            )
-        )
+    @admin.display(description="reserved")
+    def reserved_display(self, quota):
+        return amount_display(quota.reserved, admin_console.unit_of(quota))
 
-    @admin.display(description="effective limit")
-    def effective_limit_display(self, quota):
-        return normalize_amount(quota.effective_limit)
+    @admin.display(description="consumed")
+    def consumed_display(self, quota):
+        return amount_display(quota.consumed, admin_console.unit_of(quota))
+
+    @admin.display(description="carried over")
+    def carried_over_display(self, quota):
+        return amount_display(quota.carried_over, admin_console.unit_of(quota))
+
+    @admin.display(description="period start")
+    def period_start_display(self, quota):
+        return admin_console.moment(quota.period_start)
+
+    @admin.display(description="period end")
+    def period_end_display(self, quota):
+        return admin_console.moment(quota.period_end)
+
+    @admin.display(description="created at")
+    def created_at_display(self, quota):
+        return admin_console.moment(quota.created_at)
+
+    @admin.display(description="updated at")
+    def updated_at_display(self, quota):
+        return admin_console.moment(quota.updated_at)
+
+    @admin.display(description="hard limit", ordering="limit_value")
+    def limit_display(self, quota):
+        return amount_display(quota.limit_value, admin_console.unit_of(quota))
+
+    @admin.display(description="soft limit")
+    def soft_limit_display(self, quota):
+        return amount_display(quota.soft_limit, admin_console.unit_of(quota))
 
     @admin.display(description="available")
     def available_display(self, quota):
-        return normalize_amount(quota.available)
+        return amount_display(quota.available, admin_console.unit_of(quota))
+
+    # --- the dashboard and the CSV export ------------------------------------------
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        return [
+            path("dashboard/", view(self.dashboard_view), name="quotas_dashboard"),
+            path(
+                "export.csv",
+                view(self.export_view),
+                name="quotas_quota_export",
+            ),
+            *super().get_urls(),
+        ]
+
+    def dashboard_view(self, request):
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Quota dashboard",
+            "d": dashboard.dashboard(),
+        }
+        return TemplateResponse(request, "admin/quotas/dashboard.html", context)
+
+    def export_view(self, request):
+        """The changelist's quotas as CSV: its filters and search, every page."""
+        return export.changelist_csv(
+            self, request, "quotas.csv", export.QUOTA_COLUMNS, export.quota_rows
+        )
+
+    def changelist_view(self, request, extra_context=None):
+        query = request.GET.copy()
+        query.pop("p", None)
+        extra_context = {
+            **(extra_context or {}),
+            "export_query": query.urlencode(),
+        }
+        return super().changelist_view(request, extra_context)
 
     def save_model(self, request, obj, form, change):
         # The form's clean() already saved through the services.
@@ -295,150 +368,10 @@ class QuotaAdmin(admin.ModelAdmin):
         )
 
 
-class ApiKeyAddForm(forms.ModelForm):
-    """Creates the key through ``api_key_create`` in clean(); the raw key is kept on
-    the form only to render the one confirmation page."""
+# The admin's front page links to the dashboard; one empty marker everywhere.
+admin.site.index_template = "admin/quotas/index.html"
+admin.site.empty_value_display = EMPTY
 
-    raw_key: str | None = None
-    scope = forms.CharField(
-        required=False,
-        max_length=270,
-        help_text="Optional: confine the key to an entity's subtree across every "
-        "resource type — organization:ID, team:ID, or a quota id (its entity).",
-    )
-
-    class Meta:
-        model = ApiKey
-        fields = ["name", "role", "expires_at", "write_rate"]
-
-    def _post_clean(self):
-        pass  # the service validates and saves
-
-    def clean(self):
-        cleaned = super().clean()
-        if self.errors:
-            return cleaned
-        try:
-            self.instance, self.raw_key = keys.api_key_create(
-                name=cleaned.get("name") or "",
-                role=cleaned.get("role") or "",
-                scope=cleaned.get("scope") or None,
-                expires_at=cleaned.get("expires_at"),
-                write_rate=cleaned.get("write_rate") or "",
-            )
-        except ServiceError as exc:
-            raise ValidationError(exc.message) from None
-        self.instance._raw_key = self.raw_key  # for ApiKeyAdmin.response_add only
-        return cleaned
-
-
-class ApiKeyChangeForm(forms.ModelForm):
-    revoke = forms.BooleanField(
-        required=False,
-        help_text="Revoke the key: the API refuses it from now on. Cannot be undone.",
-    )
-
-    class Meta:
-        model = ApiKey
-        fields = ["name", "write_rate"]
-
-    def clean_write_rate(self):
-        try:
-            return keys.write_rate_clean(self.cleaned_data.get("write_rate"))
-        except ServiceError as exc:
-            raise ValidationError(exc.fields.get("write_rate") or exc.message) from None
-
-
-@admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
-    list_display = [
-        "name",
-        "prefix",
-        "role",
-        "scope",
-        "created_at",
-        "expires_at",
-        "last_used_at",
-        "revoked_at",
-    ]
-    list_filter = ["role"]
-    search_fields = ["name", "prefix"]
-    actions = ["revoke_selected"]
-    # The hash is never shown: it is in no form and no list.
-    _CHANGE_READONLY = [
-        "prefix",
-        "role",
-        "scope",
-        "created_at",
-        "expires_at",
-        "last_used_at",
-        "revoked_at",
-    ]
-
-    def get_form(self, request, obj=None, change=False, **kwargs):
-        kwargs["form"] = ApiKeyChangeForm if obj is not None else ApiKeyAddForm
-        return super().get_form(request, obj, change, **kwargs)
-
-    def get_fields(self, request, obj=None):
-        if obj is None:
-            return ["name", "role", "scope", "expires_at", "write_rate"]
-        if obj.revoked_at is not None:
-            return ["name", "write_rate", *self._CHANGE_READONLY]
-        return ["name", "write_rate", "revoke", *self._CHANGE_READONLY]
-
-    def get_readonly_fields(self, request, obj=None):
-        return self._CHANGE_READONLY if obj is not None else []
-
-    def get_actions(self, request):
-        actions = super().get_actions(request)
-        actions.pop("delete_selected", None)  # revoke instead: keep the record
-        return actions
-
-    def save_model(self, request, obj, form, change):
-        if not change:
-            return  # ApiKeyAddForm.clean() created it through the service
-        changed = [f for f in ("name", "write_rate") if f in form.changed_data]
-        if changed:
-            obj.save(update_fields=changed)
-        if form.cleaned_data.get("revoke"):
-            try:
-                keys.api_key_revoke(
-                    key_id_or_prefix=obj.prefix,
-                    actor=services.Actor.for_staff_user(request.user),
-                )
-            except ServiceError as exc:
-                self.message_user(request, exc.message, level=messages.ERROR)
-
-    def response_add(self, request, obj, post_url_continue=None):
-        # The one page that shows the secret: rendered here, never stored or
-        # redirected to, so it cannot be shown again.
-        response = TemplateResponse(
-            request,
-            "admin/quotas/apikey/created.html",
-            {
-                **self.admin_site.each_context(request),
-                "title": "API key created",
-                "key": obj,
-                "raw_key": obj._raw_key,
-                "opts": self.opts,
-            },
-        )
-        response["Cache-Control"] = "no-store"
-        return response
-
-    @admin.action(description="Revoke selected API keys")
-    def revoke_selected(self, request, queryset):
-        actor = services.Actor.for_staff_user(request.user)
-        revoked = 0
-        for key in queryset.filter(revoked_at__isnull=True):
-            try:
-                keys.api_key_revoke(key_id_or_prefix=key.prefix, actor=actor)
-            except ServiceError as exc:
-                self.message_user(request, exc.message, level=messages.WARNING)
-            else:
-                revoked += 1
-        self.message_user(request, f"Revoked {revoked} API key(s).")
-
-
-# The read-only audit trail admin lives in its own module; importing it registers it.
-from quotas import admin_audit  # noqa: E402, F401
+# The read-only audit trail and the API keys have modules of their own; importing
+# them registers them.
+from quotas import admin_audit, admin_keys  # noqa: E402, F401

@@ -20,7 +20,7 @@ from quotas.models import BudgetClock, BudgetPeriod
 
 QUOTA_FUNCTIONS = SqlFunctions(
     directory=Path(__file__).resolve().parent / "sql",
-    names=("hq_now", "hq_period_start", "hq_period_end"),
+    names=("hq_now", "hq_period_start", "hq_period_end", "hq_tree_key"),
 )
 
 

@@ -97,6 +97,9 @@ class Quota(models.Model):
     # path, read with the quota in one index lookup. Fixed at creation, like
     # parent_id and depth (a database check keeps path[1] = id and its length).
     path = ArrayField(models.UUIDField(), default=list, editable=False)
+    # The admin's tree order, root first, siblings by entity id; filled by the
+    # database on insert (quotas/sql/hq_tree_key.sql), never changed.
+    tree_key = ArrayField(models.TextField(), default=list, editable=False)
     limit_value = models.DecimalField(
         max_digits=AMOUNT_DIGITS, decimal_places=AMOUNT_PLACES
     )

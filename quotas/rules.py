@@ -17,7 +17,8 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 
-from django.db.models import F, Q
+from django.db.models import DateTimeField, DecimalField, F, Func, Q, Value
+from django.db.models.functions import NullIf
 
 from horizon_quota.amounts import amount_text
 
@@ -429,7 +430,41 @@ def below_usage_message(*, new_effective: Decimal, used: Decimal) -> str:
 
 
 def effective_limit_expression():
-    return F("limit_value") * F("overcommit_ratio")
+    """``effective_limit`` in SQL: the carry-over of a budget's period included."""
+    return (F("limit_value") + F("carried_over")) * F("overcommit_ratio")
+
+
+def near_hard_limit_q(percent: Decimal) -> Q:
+    """Something is used and at least ``percent`` of the effective limit is (the
+    dashboard's "at or near the hard limit"; every quota at its hard limit that
+    uses anything is near it)."""
+    return Q(used__gt=0, used__gte=effective_limit_expression() * (percent / 100))
+
+
+class _Seconds(Func):
+    """``a - b`` in seconds (two timestamps)."""
+
+    arg_joiner = " - "
+    template = "extract(epoch from (%(expressions)s))"
+    output_field = DecimalField()
+
+
+def projected_to_run_out_q(now: datetime) -> Q:
+    """``projected_exhaustion`` falls inside the current period, as a predicate: a
+    budget with a calendar period that is at its cap already, or whose average
+    consumption since the period's start takes it past the cap before the period
+    ends (``used + consumed × remaining / elapsed > cap``)."""
+    at = Value(now, output_field=DateTimeField())
+    # NULLIF: PostgreSQL may compute this before checking period_start < now.
+    elapsed = NullIf(_Seconds(at, F("period_start")), Value(0))
+    remaining = _Seconds(F("period_end"), at)
+    return Q(period_end__isnull=False, period_start__lt=now) & (
+        Q(used__gte=effective_limit_expression())
+        | Q(
+            consumed__gt=0,
+            used__gt=effective_limit_expression() - F("consumed") * remaining / elapsed,
+        )
+    )
 
 
 def above_soft_limit_q() -> Q:
