@@ -216,6 +216,33 @@ def _reject_constant(name: str):
     raise ValueError(f"{name} is not a valid JSON number")
 
 
+class _BadDocument(ValueError):
+    """A document ``json.loads`` would take that the API refuses; its text is the
+    whole message after "Malformed JSON: "."""
+
+
+def _object(pairs: list) -> dict:
+    """A JSON object, refused when a key appears twice (at any depth): the last one
+    would silently win, and a client meant one of them."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _BadDocument(f"the key {json.dumps(key)} appears twice")
+            seen.add(key)
+    return obj
+
+
+def _integer(text: str) -> int:
+    # int() of a JSON integer literal fails only past the interpreter's digit limit
+    # (sys.get_int_max_str_digits), with a message naming Python internals.
+    try:
+        return int(text)
+    except ValueError:
+        raise _BadDocument("a number has too many digits") from None
+
+
 # A JSON string, escapes included; its brackets do not nest anything.
 _JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _JSON_BRACKET = re.compile(r"[\[\]{}]")
@@ -239,7 +266,8 @@ def json_depth_exceeds(text: str, limit: int) -> bool:
 
 
 class StrictJSONParser(JSONParser):
-    """JSON parser that keeps numbers exact and refuses NaN and Infinity.
+    """JSON parser that keeps numbers exact and refuses NaN, Infinity and an object
+    with a key twice.
 
     Floats are parsed as ``Decimal`` so that ``0.1`` stays 0.1 and an amount with five
     decimal places is seen, and refused, instead of being rounded by a binary float.
@@ -269,8 +297,14 @@ class StrictJSONParser(JSONParser):
                     "(API_MAX_JSON_DEPTH)."
                 )
             return json.loads(
-                text, parse_float=Decimal, parse_constant=_reject_constant
+                text,
+                parse_float=Decimal,
+                parse_int=_integer,
+                parse_constant=_reject_constant,
+                object_pairs_hook=_object,
             )
+        except _BadDocument as exc:
+            raise exceptions.ParseError(f"Malformed JSON: {exc}.") from None
         except (ValueError, UnicodeDecodeError) as exc:
             raise exceptions.ParseError(f"Malformed JSON: {exc}") from None
         except RecursionError:
