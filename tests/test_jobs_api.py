@@ -917,6 +917,56 @@ def test_check_refuses_bad_requests(scheduler_client, world, change, status, kin
     assert_books_unchanged(before)
 
 
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"rates": {"storage_gb": 2}},
+        {"rates": {"concurrent_gpus": 2}},
+        {"rates": {"cpu_hours": 2}},
+        {"rates": {"gpu_hours": -1}},
+        {"rates": {"gpu_hours": 0}},
+        {"rates": "x"},
+        {"ttl_seconds": -5},
+        {"ttl_seconds": 0},
+        {"metadata": "x"},
+        {"metadata": [1]},
+    ],
+    ids=[
+        "rate-concurrent",
+        "rate-held",
+        "rate-not-asked",
+        "rate-negative",
+        "rate-zero",
+        "rates-not-object",
+        "ttl-negative",
+        "ttl-zero",
+        "metadata-string",
+        "metadata-list",
+    ],
+)
+def test_check_refuses_what_the_admission_refuses_with_the_same_answer(
+    scheduler_client, world, change
+):
+    resources = {**{k: str(v) for k, v in REQUEST.items()}, "storage_gb": "1"}
+    before = books()
+
+    checked = check(scheduler_client, resources=resources, **change)
+    admitted = admit(scheduler_client, resources=resources, **change)
+
+    assert_error(checked, 400, "invalid_input")
+    assert checked.json() == admitted.json()
+    assert_books_unchanged(before)
+
+
+def test_check_takes_a_rate_for_a_time_based_resource_as_admit_does(
+    scheduler_client, world
+):
+    response = check(scheduler_client, rates={"gpu_hours": 8}, ttl_seconds=60)
+
+    assert response.status_code == 200, response.content
+    assert response.json()["allowed"] is True
+
+
 # --- Reading a job ------------------------------------------------------------------
 
 

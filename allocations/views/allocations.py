@@ -139,9 +139,10 @@ class AllocationCheckView(generics.GenericAPIView):
     def post(self, request):
         serializer = AllocationCheckSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        result = services.allocation_check(
-            **serializer.validated_data, scope=_scope(request)
-        )
+        # Validated as allocate validates them; a check has no use for them.
+        checked = dict(serializer.validated_data)
+        del checked["metadata"], checked["ttl_seconds"]
+        result = services.allocation_check(**checked, scope=_scope(request))
         return Response(_check_body(result))
 
 

@@ -137,7 +137,10 @@ class JobCheckView(generics.GenericAPIView):
     def post(self, request):
         serializer = JobCheckSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        checked = jobs.job_check(**serializer.validated_data, scope=_scope(request))
+        # Validated as admit validates them; a check has no use for them.
+        sent = dict(serializer.validated_data)
+        del sent["metadata"], sent["ttl_seconds"]
+        checked = jobs.job_check(**sent, scope=_scope(request))
         return Response(
             {
                 "allowed": checked.allowed,
