@@ -311,6 +311,27 @@ class StrictJSONParser(JSONParser):
             raise exceptions.ParseError("Malformed JSON: nested too deeply") from None
 
 
+def json_object_body(request) -> dict:
+    """The request's body, which must be a JSON object; no body is ``{}``.
+
+    For a view that reads its body without a serializer (a serializer refuses any
+    other value itself): malformed JSON is 400, a body not sent as JSON is 415 (the
+    parser's), and any other JSON value (``[1]``, ``"5"``, ``null``) is 400 in a
+    serializer's words, so that a body is never silently taken as none.
+    """
+    data = request.data
+    if not isinstance(data, dict):
+        raise exceptions.ValidationError(
+            {
+                "non_field_errors": [
+                    "Invalid data. Expected a dictionary, but got "
+                    f"{type(data).__name__}."
+                ]
+            }
+        )
+    return data
+
+
 class JsonNegotiation(DefaultContentNegotiation):
     """DRF's content negotiation, with the common case answered at once: a view
     that renders only JSON, asked with no ``Accept`` header or one that takes any

@@ -215,6 +215,12 @@ MALFORMED_JSON = error_example(
     "invalid_input",
     "Malformed JSON: Expecting value: line 1 column 1 (char 0)",
 )
+NOT_AN_OBJECT = error_example(
+    "The body is not a JSON object",
+    "invalid_input",
+    "Invalid data. Expected a dictionary, but got list.",
+    fields={"non_field_errors": ["Invalid data. Expected a dictionary, but got list."]},
+)
 INVALID_CURSOR = invalid_input_example("Invalid cursor", "cursor", "Invalid cursor.")
 INVALID_LIMIT = invalid_input_example(
     "Invalid limit", "limit", "Must be a positive integer."

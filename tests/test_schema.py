@@ -716,6 +716,19 @@ def test_releasing_twice_is_the_documented_already_released(schema, acme):
     assert_documented(again, schema, ALLOCATION, "delete", "Already released")
 
 
+def test_a_release_body_that_is_not_an_object_is_the_documented_answer(schema, acme):
+    client = _client("scheduler")
+    allocation_id = _allocate(client, 8).json()["id"]
+
+    response = client.delete(
+        f"{ALLOCATIONS}/{allocation_id}", "[1]", content_type="application/json"
+    )
+
+    assert_documented(
+        response, schema, ALLOCATION, "delete", "The body is not a JSON object"
+    )
+
+
 def test_no_key_and_unknown_objects_are_the_documented_answers(schema, api_client):
     assert_documented(api_client.get(QUOTAS), schema, QUOTAS, "get", "No API key")
     api_client.credentials(HTTP_AUTHORIZATION="Bearer hq_0123_not-a-key")
