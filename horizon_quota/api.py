@@ -52,6 +52,10 @@ _KIND_BY_EXCEPTION = [
 # The texts of the answers built here; ``horizon_quota.schema`` documents them.
 LOCK_CONFLICT_MESSAGE = "The quota is busy (a row lock timed out); retry shortly."
 UNAVAILABLE_MESSAGE = "The database is unavailable; retry shortly."
+LENGTH_REQUIRED_MESSAGE = (
+    "A request body needs a Content-Length header; one sent with Transfer-Encoding "
+    "(chunked) and no Content-Length is not read."
+)
 # Seconds a client waits after a lock timeout or an unavailable database.
 RETRY_AFTER_SECONDS = 1
 
