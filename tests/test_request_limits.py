@@ -61,8 +61,8 @@ def test_a_body_at_the_limit_is_read(admin_client_api, settings):
 
 
 def test_a_body_without_content_length_is_read_as_empty(admin_client_api, settings):
-    """The parser never reads past Content-Length; a body without one (chunked
-    transfer, which gunicorn passes without CONTENT_LENGTH) is read as empty."""
+    """The parser never reads past Content-Length; a body without one and without
+    a Transfer-Encoding is read as empty (one declared chunked is a 411, below)."""
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1024
     payload = json.dumps(org_body("acme-limits", 10, padding="x" * 4096)).encode()
 
