@@ -52,6 +52,10 @@ _KIND_BY_EXCEPTION = [
 # The texts of the answers built here; ``horizon_quota.schema`` documents them.
 LOCK_CONFLICT_MESSAGE = "The quota is busy (a row lock timed out); retry shortly."
 UNAVAILABLE_MESSAGE = "The database is unavailable; retry shortly."
+LENGTH_REQUIRED_MESSAGE = (
+    "A request body needs a Content-Length header; one sent with Transfer-Encoding "
+    "(chunked) and no Content-Length is not read."
+)
 # Seconds a client waits after a lock timeout or an unavailable database.
 RETRY_AFTER_SECONDS = 1
 
@@ -216,6 +220,33 @@ def _reject_constant(name: str):
     raise ValueError(f"{name} is not a valid JSON number")
 
 
+class _BadDocument(ValueError):
+    """A document ``json.loads`` would take that the API refuses; its text is the
+    whole message after "Malformed JSON: "."""
+
+
+def _object(pairs: list) -> dict:
+    """A JSON object, refused when a key appears twice (at any depth): the last one
+    would silently win, and a client meant one of them."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _BadDocument(f"the key {json.dumps(key)} appears twice")
+            seen.add(key)
+    return obj
+
+
+def _integer(text: str) -> int:
+    # int() of a JSON integer literal fails only past the interpreter's digit limit
+    # (sys.get_int_max_str_digits), with a message naming Python internals.
+    try:
+        return int(text)
+    except ValueError:
+        raise _BadDocument("a number has too many digits") from None
+
+
 # A JSON string, escapes included; its brackets do not nest anything.
 _JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _JSON_BRACKET = re.compile(r"[\[\]{}]")
@@ -239,7 +270,8 @@ def json_depth_exceeds(text: str, limit: int) -> bool:
 
 
 class StrictJSONParser(JSONParser):
-    """JSON parser that keeps numbers exact and refuses NaN and Infinity.
+    """JSON parser that keeps numbers exact and refuses NaN, Infinity and an object
+    with a key twice.
 
     Floats are parsed as ``Decimal`` so that ``0.1`` stays 0.1 and an amount with five
     decimal places is seen, and refused, instead of being rounded by a binary float.
@@ -269,12 +301,39 @@ class StrictJSONParser(JSONParser):
                     "(API_MAX_JSON_DEPTH)."
                 )
             return json.loads(
-                text, parse_float=Decimal, parse_constant=_reject_constant
+                text,
+                parse_float=Decimal,
+                parse_int=_integer,
+                parse_constant=_reject_constant,
+                object_pairs_hook=_object,
             )
+        except _BadDocument as exc:
+            raise exceptions.ParseError(f"Malformed JSON: {exc}.") from None
         except (ValueError, UnicodeDecodeError) as exc:
             raise exceptions.ParseError(f"Malformed JSON: {exc}") from None
         except RecursionError:
             raise exceptions.ParseError("Malformed JSON: nested too deeply") from None
+
+
+def json_object_body(request) -> dict:
+    """The request's body, which must be a JSON object; no body is ``{}``.
+
+    For a view that reads its body without a serializer (a serializer refuses any
+    other value itself): malformed JSON is 400, a body not sent as JSON is 415 (the
+    parser's), and any other JSON value (``[1]``, ``"5"``, ``null``) is 400 in a
+    serializer's words, so that a body is never silently taken as none.
+    """
+    data = request.data
+    if not isinstance(data, dict):
+        raise exceptions.ValidationError(
+            {
+                "non_field_errors": [
+                    "Invalid data. Expected a dictionary, but got "
+                    f"{type(data).__name__}."
+                ]
+            }
+        )
+    return data
 
 
 class JsonNegotiation(DefaultContentNegotiation):

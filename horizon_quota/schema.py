@@ -28,6 +28,7 @@ from drf_spectacular.utils import (
 from rest_framework import serializers
 
 from horizon_quota.api import (
+    LENGTH_REQUIRED_MESSAGE,
     LOCK_CONFLICT_MESSAGE,
     RETRY_AFTER_SECONDS,
     UNAVAILABLE_MESSAGE,
@@ -108,6 +109,7 @@ ERROR_KINDS = [
     "already_exists",
     "already_released",
     "conflict",
+    "length_required",
     "payload_too_large",
     "unsupported_media_type",
     "resource_exhausted",
@@ -205,6 +207,9 @@ FORBIDDEN = error_example(
 PAYLOAD_TOO_LARGE = error_example(
     "Body too large", "payload_too_large", payload_too_large_message()
 )
+LENGTH_REQUIRED = error_example(
+    "Body without Content-Length", "length_required", LENGTH_REQUIRED_MESSAGE
+)
 UNSUPPORTED_MEDIA_TYPE = error_example(
     "Not JSON",
     "unsupported_media_type",
@@ -214,6 +219,12 @@ MALFORMED_JSON = error_example(
     "Malformed JSON",
     "invalid_input",
     "Malformed JSON: Expecting value: line 1 column 1 (char 0)",
+)
+NOT_AN_OBJECT = error_example(
+    "The body is not a JSON object",
+    "invalid_input",
+    "Invalid data. Expected a dictionary, but got list.",
+    fields={"non_field_errors": ["Invalid data. Expected a dictionary, but got list."]},
 )
 INVALID_CURSOR = invalid_input_example("Invalid cursor", "cursor", "Invalid cursor.")
 INVALID_LIMIT = invalid_input_example(
@@ -246,6 +257,8 @@ DESCRIPTIONS = {
     404: "not_found: no such object, or it lies outside the API key's scope.",
     409: "A conflict with the current state; `conflict` with `retry_after` when a row "
     "lock timed out (retry then).",
+    411: "length_required: a body was sent without `Content-Length` (chunked "
+    "transfer encoding); it is not read, nothing changes.",
     413: "payload_too_large: the body exceeds the size limit (API_MAX_BODY_BYTES).",
     415: "unsupported_media_type: the body is not `application/json`.",
     429: "rate_limited: the API key's writes exceed API_WRITE_RATE; retry after "
@@ -280,9 +293,10 @@ def error_responses(
     (400) and ``not_found`` (404) give that status with these examples. ``write``:
     a write, so 403 (role; ``forbidden`` adds the operation's own 403 answers) and
     429 ``rate_limited`` (the per-key write limit counts every POST, PUT, PATCH and
-    DELETE). ``body``: the operation reads a JSON body, so 400 (malformed JSON), 413
-    and 415. ``locks``: it takes row locks, so 409 ``conflict`` with ``retry_after``
-    on a lock timeout, after ``conflicts``, the operation's own 409 answers.
+    DELETE). ``body``: the operation reads a JSON body, so 400 (malformed JSON), 411
+    (no ``Content-Length``), 413 and 415. ``locks``: it takes row locks, so 409
+    ``conflict`` with ``retry_after`` on a lock timeout, after ``conflicts``, the
+    operation's own 409 answers.
     ``conflict`` and ``too_many`` replace the whole 409 and 429 responses (for an
     operation whose answers carry more members).
     """
@@ -303,6 +317,7 @@ def error_responses(
         examples = [*conflicts, *([ROW_LOCK_TIMEOUT] if locks else [])]
         responses[409] = error_response(DESCRIPTIONS[409], *examples)
     if body:
+        responses[411] = error_response(DESCRIPTIONS[411], LENGTH_REQUIRED)
         responses[413] = error_response(DESCRIPTIONS[413], PAYLOAD_TOO_LARGE)
         responses[415] = error_response(DESCRIPTIONS[415], UNSUPPORTED_MEDIA_TYPE)
     if too_many is not None:

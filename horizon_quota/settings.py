@@ -66,6 +66,8 @@ INSTALLED_APPS = [
 # skips them for /api/, /health and /metrics.
 MIDDLEWARE = [
     "horizon_quota.observability.RequestObservabilityMiddleware",
+    # An API body without a length (chunked) would be read as none: 411.
+    "horizon_quota.middleware.BodyLengthRequired",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "horizon_quota.middleware.SessionMiddleware",

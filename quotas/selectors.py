@@ -64,6 +64,16 @@ def resource_type_get(*, slug: str) -> ResourceType:
         ) from None
 
 
+def time_based_slugs(*, slugs) -> set[str]:
+    """Which of these resource types are time-based (the others are concurrent or
+    unknown)."""
+    return set(
+        ResourceType.objects.filter(
+            slug__in=list(slugs), kind=ResourceType.Kind.TIME_BASED
+        ).values_list("slug", flat=True)
+    )
+
+
 def closed_period_list(
     *, quota_id: UUID, scope: Scope | None = None
 ) -> QuerySet[ClosedPeriod]:

@@ -8,6 +8,7 @@ from decimal import Decimal
 import pytest
 
 from quotas.models import Quota
+from tests.budgets import tree as budget_tree
 from tests.helpers import (
     LEVEL_FIELDS,
     allocate,
@@ -435,6 +436,62 @@ def test_the_entity_type_is_matched_case_insensitively(scheduler_client, tree):
 
     assert body["allowed"] is True
     assert body["levels"][0]["quota_id"] == str(user.id)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"rate": -1},
+        {"rate": 0},
+        {"rate": 2},  # concurrent_gpus is held, not consumed
+        {"rate": "abc"},
+        {"ttl_seconds": -5},
+        {"ttl_seconds": 0},
+        {"ttl_seconds": "soon"},
+        {"metadata": "x"},
+        {"metadata": [1]},
+    ],
+    ids=[
+        "rate-negative",
+        "rate-zero",
+        "rate-concurrent",
+        "rate-text",
+        "ttl-negative",
+        "ttl-zero",
+        "ttl-text",
+        "metadata-string",
+        "metadata-list",
+    ],
+)
+def test_it_refuses_what_allocate_refuses_with_the_same_answer(
+    scheduler_client, tree, change
+):
+    before = books()
+
+    checked = _check(scheduler_client, **change)
+    allocated = allocate(scheduler_client, **change)
+
+    assert_error(checked, 400, "invalid_input")
+    assert checked.json() == allocated.json()
+    assert_books_unchanged(before)
+
+
+def test_it_takes_what_allocate_takes(scheduler_client, tree):
+    response = _check(
+        scheduler_client, ttl_seconds=60, metadata={"queue": "a100"}, rate=None
+    )
+
+    assert response.status_code == 200, response.content
+    assert response.json()["allowed"] is True
+
+
+def test_it_takes_a_rate_on_a_time_based_resource(scheduler_client, db):
+    budget_tree(names=("alice", "research", "acme"))
+
+    response = _check(scheduler_client, resource_type="gpu_hours", rate=8)
+
+    assert response.status_code == 200, response.content
+    assert response.json()["allowed"] is True
 
 
 def test_a_job_id_in_the_request_is_ignored(scheduler_client, tree):

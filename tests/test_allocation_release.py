@@ -112,6 +112,45 @@ def test_a_second_release_is_already_released_and_changes_nothing(
     assert used_of(user, team, org) == [0, 0, 0]
 
 
+NOT_AN_OBJECT = [
+    ("[1]", "application/json", 400, "invalid_input"),
+    ('"5"', "application/json", 400, "invalid_input"),
+    ("null", "application/json", 400, "invalid_input"),
+    ("5", "application/json", 400, "invalid_input"),
+    ("{bad", "application/json", 400, "invalid_input"),
+    ('{"consumed_value": 1, "consumed_value": 2}', "application/json", 400, None),
+    ('{"consumed_value": 2}', "text/plain", 415, "unsupported_media_type"),
+]
+
+
+@pytest.mark.parametrize(("payload", "content_type", "status", "kind"), NOT_AN_OBJECT)
+def test_a_body_that_is_not_a_json_object_is_refused_and_changes_nothing(
+    scheduler_client, tree, payload, content_type, status, kind
+):
+    org, team, user = tree
+    granted = allocate_ok(scheduler_client)
+    before = books()
+
+    response = scheduler_client.generic(
+        "DELETE", f"{ALLOCATIONS}/{granted['id']}", payload, content_type
+    )
+
+    assert_error(response, status, kind or "invalid_input")
+    assert_books_unchanged(before)
+    assert Allocation.objects.get(id=granted["id"]).status == AllocationStatus.ACTIVE
+
+
+def test_a_json_object_body_is_read(scheduler_client, tree):
+    granted = allocate_ok(scheduler_client)
+
+    response = scheduler_client.generic(
+        "DELETE", f"{ALLOCATIONS}/{granted['id']}", "{}", "application/json"
+    )
+
+    assert response.status_code == 200, response.content
+    assert response.json()["status"] == "released"
+
+
 def test_releasing_an_expired_allocation_is_already_released(scheduler_client, tree):
     org, team, user = tree
     granted = allocate_ok(scheduler_client, ttl_seconds=60)

@@ -95,6 +95,42 @@ def test_nan_and_infinity_literals_are_refused(admin_client_api, literal):
     assert not Quota.objects.exists()
 
 
+@pytest.mark.parametrize(
+    ("payload", "key"),
+    [
+        ('{"limit_value": 15, "limit_value": 16}', '"limit_value"'),
+        ('{"metadata": {"a": 1, "b": [{"c": 1, "c": 2}]}}', '"c"'),
+        ('{"entity_id": "x", "entity_id": "x"}', '"entity_id"'),
+    ],
+)
+def test_a_key_twice_in_an_object_is_refused_naming_it(admin_client_api, payload, key):
+    # Appended to a valid body: the key may appear in it already.
+    payload = json.dumps(org_body("acme", 10))[:-1] + ", " + payload[1:]
+
+    response = admin_client_api.post(
+        QUOTAS, data=payload, content_type="application/json"
+    )
+
+    body = _assert_clean_error(response, 400, "invalid_input")
+    assert body["message"] == f"Malformed JSON: the key {key} appears twice."
+    assert not Quota.objects.exists()
+
+
+def test_an_integer_with_too_many_digits_is_refused_without_internals(
+    admin_client_api,
+):
+    payload = json.dumps(org_body("acme", 10))[:-1] + ', "padding": ' + "9" * 5000 + "}"
+
+    response = admin_client_api.post(
+        QUOTAS, data=payload, content_type="application/json"
+    )
+
+    body = _assert_clean_error(response, 400, "invalid_input")
+    assert body["message"] == "Malformed JSON: a number has too many digits."
+    assert "sys." not in body["message"]
+    assert not Quota.objects.exists()
+
+
 @pytest.mark.parametrize("literal", ["NaN", "Infinity"])
 def test_nan_and_infinity_literals_are_refused_on_update(
     admin_client_api, tree, literal

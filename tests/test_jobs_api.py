@@ -917,6 +917,94 @@ def test_check_refuses_bad_requests(scheduler_client, world, change, status, kin
     assert_books_unchanged(before)
 
 
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"rates": {"storage_gb": 2}},
+        {"rates": {"concurrent_gpus": 2}},
+        {"rates": {"cpu_hours": 2}},
+        {"rates": {"gpu_hours": -1}},
+        {"rates": {"gpu_hours": 0}},
+        {"rates": "x"},
+        {"ttl_seconds": -5},
+        {"ttl_seconds": 0},
+        {"metadata": "x"},
+        {"metadata": [1]},
+    ],
+    ids=[
+        "rate-concurrent",
+        "rate-held",
+        "rate-not-asked",
+        "rate-negative",
+        "rate-zero",
+        "rates-not-object",
+        "ttl-negative",
+        "ttl-zero",
+        "metadata-string",
+        "metadata-list",
+    ],
+)
+def test_check_refuses_what_the_admission_refuses_with_the_same_answer(
+    scheduler_client, world, change
+):
+    resources = {**{k: str(v) for k, v in REQUEST.items()}, "storage_gb": "1"}
+    before = books()
+
+    checked = check(scheduler_client, resources=resources, **change)
+    admitted = admit(scheduler_client, resources=resources, **change)
+
+    assert_error(checked, 400, "invalid_input")
+    assert checked.json() == admitted.json()
+    assert_books_unchanged(before)
+
+
+def test_check_takes_a_rate_for_a_time_based_resource_as_admit_does(
+    scheduler_client, world
+):
+    response = check(scheduler_client, rates={"gpu_hours": 8}, ttl_seconds=60)
+
+    assert response.status_code == 200, response.content
+    assert response.json()["allowed"] is True
+
+
+@pytest.mark.parametrize(
+    ("payload", "content_type", "status", "kind"),
+    [
+        ("{bad", "application/json", 400, "invalid_input"),
+        ("[1]", "application/json", 400, "invalid_input"),
+        ("null", "application/json", 400, "invalid_input"),
+        ('{"a": 1, "a": 2}', "application/json", 400, "invalid_input"),
+        ('{"consumed": {"gpu_hours": 2}}', "text/plain", 415, "unsupported_media_type"),
+    ],
+    ids=["malformed", "array", "null", "key-twice", "plain-text"],
+)
+def test_delete_refuses_a_body_that_is_not_a_json_object_and_changes_nothing(
+    scheduler_client, world, payload, content_type, status, kind
+):
+    job_id = admit_ok(scheduler_client)["job_id"]
+    before = books()
+
+    response = scheduler_client.generic(
+        "DELETE", job_url(job_id), payload, content_type
+    )
+
+    assert_error(response, status, kind)
+    assert_books_unchanged(before)
+    assert not Allocation.objects.filter(job_id=job_id).exclude(
+        status=AllocationStatus.ACTIVE
+    )
+
+
+def test_delete_takes_a_json_object_body(scheduler_client, world):
+    job_id = admit_ok(scheduler_client)["job_id"]
+
+    response = scheduler_client.generic(
+        "DELETE", job_url(job_id), "{}", "application/json"
+    )
+
+    assert response.status_code == 200, response.content
+
+
 # --- Reading a job ------------------------------------------------------------------
 
 

@@ -43,6 +43,7 @@ STATUS_BY_KIND = {
     "already_exists": 409,
     "already_released": 409,
     "conflict": 409,
+    "length_required": 411,
     "payload_too_large": 413,
     "unsupported_media_type": 415,
     "resource_exhausted": 429,
@@ -716,6 +717,19 @@ def test_releasing_twice_is_the_documented_already_released(schema, acme):
     assert_documented(again, schema, ALLOCATION, "delete", "Already released")
 
 
+def test_a_release_body_that_is_not_an_object_is_the_documented_answer(schema, acme):
+    client = _client("scheduler")
+    allocation_id = _allocate(client, 8).json()["id"]
+
+    response = client.delete(
+        f"{ALLOCATIONS}/{allocation_id}", "[1]", content_type="application/json"
+    )
+
+    assert_documented(
+        response, schema, ALLOCATION, "delete", "The body is not a JSON object"
+    )
+
+
 def test_no_key_and_unknown_objects_are_the_documented_answers(schema, api_client):
     assert_documented(api_client.get(QUOTAS), schema, QUOTAS, "get", "No API key")
     api_client.credentials(HTTP_AUTHORIZATION="Bearer hq_0123_not-a-key")
@@ -767,6 +781,18 @@ def test_a_body_that_is_not_json_or_too_large_is_the_documented_answer(
         QUOTAS, json.dumps({"padding": padding}), content_type="application/json"
     )
     assert_documented(large, schema, QUOTAS, "post", "Body too large")
+
+
+def test_a_body_without_a_length_is_the_documented_answer(schema, admin_client_api):
+    chunked = admin_client_api.generic(
+        "POST",
+        QUOTAS,
+        "{}",
+        content_type="application/json",
+        CONTENT_LENGTH="",
+        HTTP_TRANSFER_ENCODING="chunked",
+    )
+    assert_documented(chunked, schema, QUOTAS, "post", "Body without Content-Length")
 
 
 def test_the_write_rate_limit_is_the_documented_answer(schema, acme, settings):

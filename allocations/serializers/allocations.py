@@ -111,6 +111,27 @@ class _RequestBase(_PrebuiltFields, serializers.Serializer):
     resource_type = serializers.CharField(max_length=50)
     requested_value = AmountField(positive=True)
     allow_burst = serializers.BooleanField(required=False, default=False)
+    # Validated alike on check, which then ignores them: a check answers what the
+    # allocate would, its 400s included.
+    # null is accepted as "no metadata", as the Rust service's clients send it.
+    metadata = MetadataField(required=False, allow_null=True, default=dict)
+    ttl_seconds = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        default=None,
+        min_value=1,
+        max_value=TTL_MAX_SECONDS,
+        help_text="Lease length; the allocation expires unless renewed.",
+    )
+    rate = AmountField(
+        positive=True,
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Time-based resources only: units per hour (8 for eight GPUs on "
+        "gpu_hours). A release without a reported value then charges rate × hours "
+        "held instead of the whole reservation.",
+    )
 
     def validate_resource_type(self, value):
         return value.strip().lower()
@@ -140,25 +161,6 @@ class AllocationCreateSerializer(_RequestBase):
     the idempotency key: an identical retry answers 200 with the same allocation."""
 
     job_id = UUIDStringField()
-    # null is accepted as "no metadata", as the Rust service's clients send it.
-    metadata = MetadataField(required=False, allow_null=True, default=dict)
-    ttl_seconds = serializers.IntegerField(
-        required=False,
-        allow_null=True,
-        default=None,
-        min_value=1,
-        max_value=TTL_MAX_SECONDS,
-        help_text="Lease length; the allocation expires unless renewed.",
-    )
-    rate = AmountField(
-        positive=True,
-        required=False,
-        allow_null=True,
-        default=None,
-        help_text="Time-based resources only: units per hour (8 for eight GPUs on "
-        "gpu_hours). A release without a reported value then charges rate × hours "
-        "held instead of the whole reservation.",
-    )
 
 
 @extend_schema_serializer(
@@ -177,7 +179,9 @@ class AllocationCreateSerializer(_RequestBase):
 )
 class AllocationCheckSerializer(_RequestBase):
     """Would `requested_value` of a resource type fit for this entity, at every
-    level of its path? The same rule as allocate, without writing anything."""
+    level of its path? The same rule as allocate, without writing anything: the
+    body is validated as allocate's (less `job_id`), and a value allocate refuses is
+    refused alike (400); `metadata` and `ttl_seconds` are then ignored."""
 
 
 @extend_schema_serializer(

@@ -46,10 +46,10 @@ class AmountsField(serializers.DictField):
         )
     ]
 )
-class JobAdmitSerializer(serializers.Serializer):
-    """Admit a job: 1 to 16 resources for one entity, all or nothing."""
+class _JobRequestBase(serializers.Serializer):
+    # The fields admit and check share, validated alike (a comment, not a
+    # docstring: drf-spectacular would show it as a request body's description).
 
-    job_id = UUIDStringField()
     entity_type = LowerChoiceField(choices=EntityType.values)
     entity_id = serializers.CharField(
         min_length=1, max_length=255, trim_whitespace=False
@@ -76,6 +76,12 @@ class JobAdmitSerializer(serializers.Serializer):
     metadata = MetadataField(required=False, allow_null=True, default=dict)
 
 
+class JobAdmitSerializer(_JobRequestBase):
+    """Admit a job: 1 to 16 resources for one entity, all or nothing."""
+
+    job_id = UUIDStringField()
+
+
 @extend_schema_serializer(
     examples=[
         OpenApiExample(
@@ -89,15 +95,10 @@ class JobAdmitSerializer(serializers.Serializer):
         )
     ]
 )
-class JobCheckSerializer(serializers.Serializer):
-    """Would a job's resources fit? The admission predicate, without writing."""
-
-    entity_type = LowerChoiceField(choices=EntityType.values)
-    entity_id = serializers.CharField(
-        min_length=1, max_length=255, trim_whitespace=False
-    )
-    resources = AmountsField(help_text="Resource type → amount (> 0), 1 to 16.")
-    allow_burst = serializers.BooleanField(required=False, default=False)
+class JobCheckSerializer(_JobRequestBase):
+    """Would a job's resources fit? The admission predicate, without writing: the
+    body is validated as admit's (less `job_id`), and a value admit refuses is
+    refused alike (400); `metadata` and `ttl_seconds` are then ignored."""
 
 
 @extend_schema_serializer(

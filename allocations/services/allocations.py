@@ -37,7 +37,7 @@ from horizon_quota.observability import ALLOCATION_OUTCOMES
 from quotas import rules
 from quotas.access.scoping import OutsideLevel, Scope, redact_levels
 from quotas.events.services import alert_thresholds
-from quotas.selectors import resource_type_get
+from quotas.selectors import resource_type_get, time_based_slugs
 
 
 @dataclass(frozen=True)
@@ -162,10 +162,13 @@ def allocation_check(
     resource_type: str,
     requested_value: Decimal,
     allow_burst: bool = False,
+    rate: Decimal | None = None,
     scope: Scope | None = None,
 ) -> CheckResult:
     """Evaluate the allocate predicate at every level, without writing. An entity
-    outside the key's scope is a 404; levels above the scope are redacted."""
+    outside the key's scope is a 404; levels above the scope are redacted. A
+    ``rate`` is refused as allocate refuses it (after the 404, as the engine does):
+    on a resource that is not time-based."""
     outcome = call(
         "hq_check",
         entity_type,
@@ -178,6 +181,9 @@ def allocation_check(
     )
     if outcome["outcome"] == Outcome.NO_QUOTA:
         raise _no_quota(entity_type, entity_id, resource_type)
+    if rate is not None and not time_based_slugs(slugs=[resource_type]):
+        # hq_allocate's bad_rate, looked up only when a rate is sent.
+        raise _held_not_consumed(resource_type, "rate")
     levels = _levels(outcome["levels"], scope)
     blocking = next((level for level in levels if not level.allowed), None)
     visible = [level for level in levels if isinstance(level, Level)]

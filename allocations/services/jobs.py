@@ -49,6 +49,7 @@ from horizon_quota.amounts import amount_text, normalize_amount
 from horizon_quota.observability import ALLOCATION_OUTCOMES
 from quotas.access.scoping import OutsideLevel, Scope
 from quotas.events.services import alert_thresholds
+from quotas.selectors import time_based_slugs
 
 MAX_RESOURCES = 16
 
@@ -126,6 +127,18 @@ def _rates(rates: dict | None) -> dict[str, Decimal]:
     return {(slug or "").strip().lower(): rate for slug, rate in (rates or {}).items()}
 
 
+def _refuse_bad_rates(rates: dict[str, Decimal], resources: dict[str, Decimal]):
+    """hq_admit's bad_rate, for a check: the first rate (by resource type) for a
+    resource the job does not ask for or one that is not time-based. Looked up only
+    when rates are sent."""
+    if not rates:
+        return
+    time_based = time_based_slugs(slugs=rates)
+    for slug in sorted(rates):
+        if slug not in resources or slug not in time_based:
+            raise _bad_rate(slug, resources)
+
+
 def _bad_rate(slug: str, resources: dict[str, Decimal]) -> InvalidInput:
     """A rate for a resource the job does not ask for, or for a concurrent one."""
     if slug not in resources:
@@ -178,11 +191,15 @@ def job_check(
     entity_type: str,
     entity_id: str,
     resources: dict[str, Decimal],
+    rates: dict[str, Decimal] | None = None,
     allow_burst: bool = False,
     scope: Scope | None = None,
 ) -> JobCheck:
-    """Evaluate a job's admission without writing: every resource's levels."""
+    """Evaluate a job's admission without writing: every resource's levels. Its
+    ``rates`` are refused as the admission refuses them (before anything else, as
+    the engine does)."""
     amounts = _resources(resources)
+    _refuse_bad_rates(_rates(rates), amounts)
     outcome = call(
         "hq_check_job",
         entity_type,

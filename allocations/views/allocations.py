@@ -25,10 +25,11 @@ from allocations.serializers import (
     RenewSerializer,
 )
 from horizon_quota.amounts import normalize_amount
-from horizon_quota.api import LinkHeaderCursorPagination
+from horizon_quota.api import LinkHeaderCursorPagination, json_object_body
 from horizon_quota.schema import (
     INVALID_CURSOR,
     INVALID_LIMIT,
+    NOT_AN_OBJECT,
     RATE_LIMITED,
     ROW_LOCK_TIMEOUT,
     body_example,
@@ -139,9 +140,10 @@ class AllocationCheckView(generics.GenericAPIView):
     def post(self, request):
         serializer = AllocationCheckSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        result = services.allocation_check(
-            **serializer.validated_data, scope=_scope(request)
-        )
+        # Validated as allocate validates them; a check has no use for them.
+        checked = dict(serializer.validated_data)
+        del checked["metadata"], checked["ttl_seconds"]
+        result = services.allocation_check(**checked, scope=_scope(request))
         return Response(_check_body(result))
 
 
@@ -254,7 +256,8 @@ class AllocationDetailView(generics.GenericAPIView):
         "time-based allocation is settled: `consumed_value` (query parameter or "
         "JSON body) is the job's final consumption; without it the release charges "
         "rate × hours held when the allocation has a rate, else the whole "
-        "reservation. `consumed_value` on a concurrent resource is a 400.",
+        "reservation. `consumed_value` on a concurrent resource is a 400. A body, "
+        "when sent, must be a JSON object (else 400, or 415 when not JSON).",
         parameters=[
             OpenApiParameter(
                 "consumed_value",
@@ -267,9 +270,10 @@ class AllocationDetailView(generics.GenericAPIView):
         responses={
             200: AllocationSerializer,
             **error_responses(
-                invalid=[BELOW_REPORTED, HELD_NOT_CONSUMED],
+                invalid=[BELOW_REPORTED, HELD_NOT_CONSUMED, NOT_AN_OBJECT],
                 write=True,
                 not_found=ALLOCATION_NOT_FOUND,
+                body=True,
                 locks=True,
                 conflicts=[
                     ALREADY_RELEASED,
@@ -283,8 +287,9 @@ class AllocationDetailView(generics.GenericAPIView):
         },
     )
     def delete(self, request, allocation_id):
-        # A time-based allocation's final consumption: in the query or the body.
-        sent = dict(request.data) if isinstance(request.data, dict) else {}
+        # A time-based allocation's final consumption: in the query or the body
+        # (which, when sent, must be a JSON object).
+        sent = dict(json_object_body(request))
         if "consumed_value" in request.query_params:
             sent["consumed_value"] = request.query_params["consumed_value"]
         serializer = ReleaseSerializer(data=sent)

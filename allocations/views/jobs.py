@@ -27,7 +27,9 @@ from allocations.views.allocations import (
     SCHEDULER_ROLES,
     _scope,
 )
+from horizon_quota.api import json_object_body
 from horizon_quota.schema import (
+    NOT_AN_OBJECT,
     RATE_LIMITED,
     ROW_LOCK_TIMEOUT,
     error_example,
@@ -137,7 +139,10 @@ class JobCheckView(generics.GenericAPIView):
     def post(self, request):
         serializer = JobCheckSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        checked = jobs.job_check(**serializer.validated_data, scope=_scope(request))
+        # Validated as admit validates them; a check has no use for them.
+        sent = dict(serializer.validated_data)
+        del sent["metadata"], sent["ttl_seconds"]
+        checked = jobs.job_check(**sent, scope=_scope(request))
         return Response(
             {
                 "allowed": checked.allowed,
@@ -168,17 +173,25 @@ class JobDetailView(generics.GenericAPIView):
     @extend_schema(
         tags=["jobs"],
         summary="Release every active allocation of a job (settled without reports)",
+        description="Needs no body; one, when sent, must be a JSON object (else "
+        "400, or 415 when not JSON). Final consumptions go to POST "
+        "`/jobs/{job_id}/release`.",
         responses={
             200: JobSerializer,
             **error_responses(
+                invalid=[NOT_AN_OBJECT],
                 write=True,
                 not_found=JOB_NOT_FOUND,
+                body=True,
                 locks=True,
                 conflicts=[JOB_HOLDS_NOTHING],
             ),
         },
     )
     def delete(self, request, job_id):
+        # Settled without reports (POST .../release takes them); a body, when
+        # sent, must still be a JSON object, never silently taken as none.
+        json_object_body(request)
         result = jobs.job_release(job_id=job_id, scope=_scope(request))
         return Response(render_job(result.job_id, result.allocations))
 
