@@ -58,6 +58,11 @@ API_PREFIX = "/api/v1/"
 # ended leaves its rows behind); this session's count incremented; the key's total
 # for the window and the seconds left. Written once, used both standalone
 # (_COUNT_SQL) and in front of an engine call (_COUNTED_CALL_SQL).
+#
+# ``mine`` reads ``past``, so the delete runs before the count and the engine's
+# call: a data-modifying WITH that nothing reads runs at the end of the statement,
+# which in front of an engine call would be while the call's rows (the
+# organization's above all) are still locked.
 _COUNT_CTES = """
 WITH w AS (
     SELECT (floor(t / %(period)s) * %(period)s)::bigint AS start, t
@@ -67,9 +72,11 @@ WITH w AS (
      WHERE ctid IN (SELECT old.ctid FROM rate_limits AS old, w
                      WHERE old.key_id = %(key)s AND old.window_start < w.start
                        FOR UPDATE SKIP LOCKED)
+    RETURNING 1
 ), mine AS (
     INSERT INTO rate_limits AS r (key_id, window_start, shard, count)
     SELECT %(key)s, w.start, pg_backend_pid(), 1 FROM w
+     WHERE (SELECT count(*) FROM past) >= 0
         ON CONFLICT (key_id, window_start, shard) DO UPDATE SET count = r.count + 1
     RETURNING r.count, r.window_start
 ), tally AS (
