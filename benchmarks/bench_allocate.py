@@ -569,12 +569,16 @@ def main():
         gunicorn = start_gunicorn(port, args.workers, log_file)
         _GUNICORN_PIDS[:] = [gunicorn.pid]
         n, t, w = args.clients, int(args.seconds), args.wrk_threads
+        rate = settings.API_SCHEDULER_WRITE_RATE
+        limit = (
+            f"write limit counting (the scheduler key's default, {rate[0]}/{rate[1]} s)"
+            if rate
+            else "write limit OFF (API_SCHEDULER_WRITE_RATE=off)"
+        )
         print(
             f"clients={n} seconds={t} gunicorn sync workers={args.workers} "
             f"database={'DATABASE_URL' if 'hq_bench_' in url else 'embedded'} "
-            "write limit counting (the scheduler key's default, "
-            f"{settings.API_SCHEDULER_WRITE_RATE[0]}/{settings.API_SCHEDULER_WRITE_RATE[1]}"
-            f" s) (app log: {log_path})",
+            f"{limit} (app log: {log_path})",
             flush=True,
         )
 
