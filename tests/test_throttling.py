@@ -237,6 +237,63 @@ def test_a_write_that_never_reaches_the_engine_is_counted_after_its_answer(
     _assert_rate_limited(_allocate(client, requested_value=1))
 
 
+def _counted(key_id) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT coalesce(sum(count), 0) FROM rate_limits WHERE key_id = %s",
+            [key_id],
+        )
+        return cursor.fetchone()[0]
+
+
+def test_a_high_limit_is_counted_in_batches(db, settings, tree):
+    # 5,000 a minute: a batch of 5 (limit // 1000), so one counting statement per
+    # five writes, added in the engine's statement with the write that fills it.
+    settings.API_SCHEDULER_WRITE_RATE = "5000/min"
+    client = _client("scheduler")
+    key = ApiKey.objects.get(name="throttle scheduler")
+    counting = []
+    for number in range(12):
+        with CaptureQueriesContext(connection) as queries:
+            assert _allocate(client, requested_value=1).status_code == 201
+        if any("rate_limits" in q["sql"] for q in queries.captured_queries):
+            counting.append(number + 1)
+    assert counting == [5, 10]
+    assert _counted(key.pk) == 10
+
+
+def test_a_key_over_its_limit_is_refused_here_without_asking_again(db, settings, tree):
+    settings.API_SCHEDULER_WRITE_RATE = "5000/min"
+    client = _client("scheduler")
+    key = ApiKey.objects.get(name="throttle scheduler")
+    # Other processes have used the whole window already.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO rate_limits (key_id, window_start, shard, count) "
+            "SELECT %s, floor(extract(epoch FROM clock_timestamp()) / 60) * 60, "
+            "-1, 5000",
+            [key.pk],
+        )
+    # The first four are within this process's batch; the fifth is counted, over.
+    for _ in range(4):
+        assert _allocate(client, requested_value=1).status_code == 201
+    before = books()
+    _assert_rate_limited(_allocate(client, requested_value=1))
+    with CaptureQueriesContext(connection) as queries:
+        _assert_rate_limited(_allocate(client, requested_value=1))
+    assert not any("rate_limits" in q["sql"] for q in queries.captured_queries)
+    assert_books_unchanged(before)
+
+
+def test_a_limit_below_two_thousand_is_counted_write_by_write(db, settings, tree):
+    settings.API_SCHEDULER_WRITE_RATE = "1999/min"
+    client = _client("scheduler")
+    key = ApiKey.objects.get(name="throttle scheduler")
+    for number in range(3):
+        assert _allocate(client, requested_value=1).status_code == 201
+        assert _counted(key.pk) == number + 1
+
+
 def test_a_keys_own_write_rate_overrides_its_roles(db, settings, tree):
     settings.API_SCHEDULER_WRITE_RATE = "1000/min"
     key, raw = api_key_create(name="slow", role="scheduler", write_rate="1/MIN")
