@@ -1,23 +1,8 @@
-import argparse
-import signal
-import threading
-
 from django.core.management.base import BaseCommand
 from django.db import DatabaseError
 
-from allocations.management.commands.reconcile_usage import positive_int
 from allocations.services import allocations_expire, budgets_roll
-
-
-def positive_seconds(raw: str) -> float:
-    """An argparse type: a number of seconds above 0."""
-    try:
-        value = float(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {raw!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, not {raw}")
-    return value
+from horizon_quota.commands import positive_int, positive_seconds, stop_on_signals
 
 
 class Command(BaseCommand):
@@ -53,42 +38,28 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, loop, batch_size, dry_run, **options):
-        stop = threading.Event()
-        previous = self._stop_on_signals(stop)
-        try:
-            while True:
-                count = allocations_expire(
-                    batch_size=batch_size, dry_run=dry_run, should_stop=stop.is_set
+        with stop_on_signals() as stop:
+            try:
+                while True:
+                    count = allocations_expire(
+                        batch_size=batch_size, dry_run=dry_run, should_stop=stop.is_set
+                    )
+                    if dry_run:
+                        self.stdout.write(f"would expire {count} allocations (dry run)")
+                    else:
+                        rolled = budgets_roll(
+                            batch_size=batch_size, should_stop=stop.is_set
+                        )
+                        self.stdout.write(
+                            f"expired {count} allocations"
+                            + (f", rolled over {rolled} budgets" if rolled else "")
+                        )
+                    # A supervisor reading our pipe sees each pass as it ends.
+                    self.stdout.flush()
+                    if loop is None or stop.wait(loop):
+                        break
+            except DatabaseError as exc:
+                self.stderr.write(
+                    f"cannot expire allocations: {exc.__class__.__name__}"
                 )
-                if dry_run:
-                    self.stdout.write(f"would expire {count} allocations (dry run)")
-                else:
-                    rolled = budgets_roll(
-                        batch_size=batch_size, should_stop=stop.is_set
-                    )
-                    self.stdout.write(
-                        f"expired {count} allocations"
-                        + (f", rolled over {rolled} budgets" if rolled else "")
-                    )
-                # A supervisor reading our pipe sees each pass as it ends.
-                self.stdout.flush()
-                if loop is None or stop.wait(loop):
-                    break
-        except DatabaseError as exc:
-            self.stderr.write(f"cannot expire allocations: {exc.__class__.__name__}")
-            raise SystemExit(2) from None
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
-
-    @staticmethod
-    def _stop_on_signals(stop: threading.Event) -> dict:
-        """Turn SIGTERM and SIGINT into a request to stop between batches. Only the
-        main thread may install handlers; elsewhere (call_command from a thread)
-        the signals keep their meaning."""
-        if threading.current_thread() is not threading.main_thread():
-            return {}
-        return {
-            signum: signal.signal(signum, lambda *_: stop.set())
-            for signum in (signal.SIGTERM, signal.SIGINT)
-        }
+                raise SystemExit(2) from None

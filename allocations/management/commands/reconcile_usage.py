@@ -1,4 +1,3 @@
-import argparse
 from decimal import Decimal
 from uuid import UUID
 
@@ -6,21 +5,11 @@ from django.core.management.base import BaseCommand
 from django.db import DatabaseError
 
 from allocations.services import usage_reconcile
+from horizon_quota.commands import positive_int
 from horizon_quota.errors import ServiceError
 
 COLUMNS = ("quota id", "entity", "resource", "stored", "actual", "delta")
 NUMERIC = {"stored", "actual", "delta"}
-
-
-def positive_int(raw: str) -> int:
-    """An argparse type: a whole number of at least 1."""
-    try:
-        value = int(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {raw!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
 
 
 def _amount(value: Decimal, *, signed: bool = False) -> str:

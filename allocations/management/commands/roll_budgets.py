@@ -1,8 +1,8 @@
 from django.core.management.base import BaseCommand
 from django.db import DatabaseError
 
-from allocations.management.commands.reconcile_usage import positive_int
 from allocations.services import budgets_roll
+from horizon_quota.commands import positive_int
 
 
 class Command(BaseCommand):

@@ -1,11 +1,8 @@
-import signal
-import threading
-
 from django.core.management.base import BaseCommand
 from django.db import DatabaseError
 
+from horizon_quota.commands import positive_int, positive_seconds, stop_on_signals
 from quotas.events.delivery import webhooks_deliver
-from quotas.events.management.arguments import positive_int, positive_seconds
 
 
 class Command(BaseCommand):
@@ -41,33 +38,17 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, loop, interval, batch_size, **options):
-        stop = threading.Event()
-        previous = self._stop_on_signals(stop)
-        try:
-            while True:
-                summary = webhooks_deliver(
-                    batch_size=batch_size, should_stop=stop.is_set
-                )
-                self.stdout.write(str(summary))
-                # A supervisor reading our pipe sees each pass as it ends.
-                self.stdout.flush()
-                if not loop or stop.wait(interval):
-                    break
-        except DatabaseError as exc:
-            self.stderr.write(f"cannot deliver webhooks: {exc.__class__.__name__}")
-            raise SystemExit(2) from None
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
-
-    @staticmethod
-    def _stop_on_signals(stop: threading.Event) -> dict:
-        """Turn SIGTERM and SIGINT into a request to stop between attempts. Only the
-        main thread may install handlers; elsewhere (call_command from a thread)
-        the signals keep their meaning."""
-        if threading.current_thread() is not threading.main_thread():
-            return {}
-        return {
-            signum: signal.signal(signum, lambda *_: stop.set())
-            for signum in (signal.SIGTERM, signal.SIGINT)
-        }
+        with stop_on_signals() as stop:
+            try:
+                while True:
+                    summary = webhooks_deliver(
+                        batch_size=batch_size, should_stop=stop.is_set
+                    )
+                    self.stdout.write(str(summary))
+                    # A supervisor reading our pipe sees each pass as it ends.
+                    self.stdout.flush()
+                    if not loop or stop.wait(interval):
+                        break
+            except DatabaseError as exc:
+                self.stderr.write(f"cannot deliver webhooks: {exc.__class__.__name__}")
+                raise SystemExit(2) from None

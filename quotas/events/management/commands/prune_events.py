@@ -2,7 +2,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import DatabaseError
 
-from quotas.events.management.arguments import positive_int
+from horizon_quota.commands import positive_int
 from quotas.events.pruning import events_prune
 
 
