@@ -40,6 +40,7 @@ ENGINE = SqlFunctions(
         "hq_levels",
         "hq_check",
         "hq_allocate",
+        "hq_settle_value",
         "hq_release",
         "hq_consume",
         "hq_job_levels",

@@ -18,9 +18,8 @@ DECLARE
     v_now timestamptz := hq_now();
     v_when timestamptz;
     v_alloc allocations%ROWTYPE;
-    v_time_based boolean;
+    v_settle record;
     v_final numeric;
-    v_hours numeric;
     v_delta numeric;
     v_reserve numeric;
     v_history uuid := gen_random_uuid();
@@ -39,28 +38,12 @@ BEGIN
         RETURN json_build_object('outcome', 'not_expired',
                                  'allocation', row_to_json(v_alloc));
     END IF;
-    v_time_based := EXISTS (SELECT 1 FROM resource_types
-                             WHERE slug = v_alloc.resource_type
-                               AND kind = 'time_based');
-    IF NOT v_time_based THEN
-        IF p_consumed IS NOT NULL THEN
-            RETURN json_build_object('outcome', 'not_time_based',
-                                     'allocation', row_to_json(v_alloc));
-        END IF;
-        v_final := 0;
-    ELSIF p_consumed IS NOT NULL THEN
-        IF p_consumed < v_alloc.consumed_value THEN
-            RETURN json_build_object('outcome', 'below_reported',
-                                     'allocation', row_to_json(v_alloc));
-        END IF;
-        v_final := p_consumed;
-    ELSIF v_alloc.rate IS NOT NULL THEN
-        v_hours := greatest(0, extract(epoch FROM v_now - coalesce(
-                       v_alloc.budget_started_at, v_alloc.allocated_at)) / 3600);
-        v_final := greatest(v_alloc.consumed_value, round(v_alloc.rate * v_hours, 4));
-    ELSE
-        v_final := greatest(v_alloc.consumed_value, v_alloc.allocated_value);
+    SELECT * INTO v_settle FROM hq_settle_value(v_alloc, p_consumed, v_now);
+    IF v_settle.outcome IS NOT NULL THEN
+        RETURN json_build_object('outcome', v_settle.outcome,
+                                 'allocation', row_to_json(v_alloc));
     END IF;
+    v_final := v_settle.final;
 
     -- What the settle charges (the last increment) and what the allocation still
     -- held in reserve (all of it returns: the charged part as consumption).

@@ -20,8 +20,7 @@ DECLARE
     v_alloc allocations%ROWTYPE;
     v_finals numeric[] := '{}';
     v_final numeric;
-    v_value numeric;
-    v_time_based boolean;
+    v_settle record;
     v_history uuid;
     v_path uuid[];
     v_done json[] := '{}';
@@ -46,30 +45,13 @@ BEGIN
     END IF;
 
     FOREACH v_alloc IN ARRAY v_allocs LOOP
-        v_value := (p_consumed ->> v_alloc.resource_type)::numeric;
-        v_time_based := EXISTS (SELECT 1 FROM resource_types
-                                 WHERE slug = v_alloc.resource_type
-                                   AND kind = 'time_based');
-        IF NOT v_time_based THEN
-            IF v_value IS NOT NULL THEN
-                RETURN json_build_object('outcome', 'not_time_based',
-                                         'allocation', row_to_json(v_alloc));
-            END IF;
-            v_final := 0;
-        ELSIF v_value IS NOT NULL THEN
-            IF v_value < v_alloc.consumed_value THEN
-                RETURN json_build_object('outcome', 'below_reported',
-                                         'allocation', row_to_json(v_alloc));
-            END IF;
-            v_final := v_value;
-        ELSIF v_alloc.rate IS NOT NULL THEN
-            v_final := greatest(v_alloc.consumed_value, round(v_alloc.rate * greatest(
-                0, extract(epoch FROM v_now - coalesce(v_alloc.budget_started_at,
-                                                       v_alloc.allocated_at)) / 3600),
-                4));
-        ELSE
-            v_final := greatest(v_alloc.consumed_value, v_alloc.allocated_value);
+        SELECT * INTO v_settle FROM hq_settle_value(
+            v_alloc, (p_consumed ->> v_alloc.resource_type)::numeric, v_now);
+        IF v_settle.outcome IS NOT NULL THEN
+            RETURN json_build_object('outcome', v_settle.outcome,
+                                     'allocation', row_to_json(v_alloc));
         END IF;
+        v_final := v_settle.final;
         v_finals := v_finals || v_final;
     END LOOP;
 
