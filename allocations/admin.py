@@ -81,6 +81,12 @@ class QuotaFilter(admin.SimpleListFilter):
     title = "quota"
     parameter_name = "quota__id__exact"
 
+    def label(self, quota, value) -> str:
+        return str(quota) if quota else f"quota {value} (deleted)"
+
+    def narrow(self, queryset, quota_id):
+        return queryset.filter(quota_id=quota_id)
+
     def lookups(self, request, model_admin):
         value = self.value()
         if not value:
@@ -93,7 +99,7 @@ class QuotaFilter(admin.SimpleListFilter):
             if quota_id
             else None
         )
-        return [(value, str(quota) if quota else f"quota {value} (deleted)")]
+        return [(value, self.label(quota, value))]
 
     def queryset(self, request, queryset):
         if not self.value():
@@ -102,10 +108,10 @@ class QuotaFilter(admin.SimpleListFilter):
         if quota_id is None:
             # The changelist answers this with its "?e=1" page.
             raise IncorrectLookupParameters(f"{self.value()!r} is not a quota id")
-        return queryset.filter(quota_id=quota_id)
+        return self.narrow(queryset, quota_id)
 
 
-class SubtreeFilter(admin.SimpleListFilter):
+class SubtreeFilter(QuotaFilter):
     """The rows of a quota's whole subtree, as linked from a team's or an
     organization's page (history lives on the users' quotas). It appears only
     while set. The subtree through quotas_path_gin, then each quota's rows
@@ -114,26 +120,10 @@ class SubtreeFilter(admin.SimpleListFilter):
     title = "subtree"
     parameter_name = "subtree"
 
-    def lookups(self, request, model_admin):
-        value = self.value()
-        if not value:
-            return []
-        quota_id = _as_uuid(value)
-        quota = (
-            Quota.objects.filter(id=quota_id)
-            .only("entity_type", "entity_id", "resource_type")
-            .first()
-            if quota_id
-            else None
-        )
-        return [(value, f"{quota} and below" if quota else f"quota {value}")]
+    def label(self, quota, value) -> str:
+        return f"{quota} and below" if quota else f"quota {value}"
 
-    def queryset(self, request, queryset):
-        if not self.value():
-            return queryset
-        quota_id = _as_uuid(self.value())
-        if quota_id is None:
-            raise IncorrectLookupParameters(f"{self.value()!r} is not a quota id")
+    def narrow(self, queryset, quota_id):
         return queryset.filter(
             quota_id__in=Quota.objects.filter(path__contains=[quota_id]).values("id")
         )
